@@ -1,0 +1,148 @@
+"""The ``birlik`` command: one subcommand per service or tool."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from birlik import __version__
+from birlik.config import ConfigError, load_config
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    # Per-request lines from the HTTP client drown the service's own log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def terminate_gracefully() -> None:
+    """Turn SIGTERM into KeyboardInterrupt, so services stop the same way as on Ctrl-C."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", metavar="FILE", default=None,
+        help="TOML configuration file (default: $BIRLIK_CONFIG; settings also come from BIRLIK_<SECTION>_<KEY>)",
+    )
+    common.add_argument(
+        "--log-level", default=os.environ.get("BIRLIK_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"], help="log detail (default: info)",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from analytics import cli as analytics_cli
+    from birlik import bench, demo
+    from gateway import cli as gateway_cli
+    from grafana import cli as grafana_cli
+    from ingest import cli as ingest_cli
+    from simulators import cli as simulators_cli
+
+    parser = argparse.ArgumentParser(
+        prog="birlik",
+        description=(
+            "Industrial telemetry for the Central Asia industrial cooperation centre: "
+            "simulators -> gateway -> MQTT -> ingest -> InfluxDB -> analytics -> alerts, "
+            "with Grafana dashboards."
+        ),
+        epilog="Run 'birlik <command> --help' for a command's options. Start with 'birlik demo'.",
+    )
+    parser.add_argument("--version", action="version", version=f"birlik {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    common = common_options()
+    demo.register(sub, common)
+    gateway_cli.register(sub, common)
+    ingest_cli.register(sub, common)
+    analytics_cli.register(sub, common)
+    simulators_cli.register(sub, common)
+    grafana_cli.register(sub, common)
+    register_servers(sub, common)
+    bench.register(sub, common)
+    register_config(sub, common)
+    return parser
+
+
+def register_servers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "servers", parents=[common], help="run a local Mosquitto and InfluxDB until Ctrl-C",
+        description="Start Mosquitto and InfluxDB as child processes on free (or given) ports, "
+        "with data under --state-dir, print how to reach them, and stop them on Ctrl-C.",
+    )
+    p.add_argument("--state-dir", type=Path, default=Path(".state/servers"), help="data and logs (default: %(default)s)")
+    p.add_argument("--mqtt-port", type=int, default=0, help="broker port (default: a free one)")
+    p.add_argument("--influx-port", type=int, default=0, help="InfluxDB HTTP port (default: a free one)")
+    p.set_defaults(func=run_servers)
+
+
+def run_servers(args: argparse.Namespace) -> int:
+    from birlik.servers import Supervisor
+
+    terminate_gracefully()
+    with Supervisor(args.state_dir) as supervisor:
+        broker = supervisor.start_mosquitto(port=args.mqtt_port or None)
+        influx = supervisor.start_influxdb(port=args.influx_port or None)
+        print(f"export BIRLIK_MQTT_URL={broker.url}")
+        print(f"export BIRLIK_INFLUX_URL={influx.url}")
+        print("# servers running; Ctrl-C stops them", flush=True)
+        try:
+            while all(c.running for c in supervisor.children):
+                time.sleep(0.5)
+            logging.getLogger("birlik").error("a server exited; see the logs in %s/logs", args.state_dir)
+            return 1
+        except KeyboardInterrupt:
+            return 0
+
+
+def register_config(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "config", parents=[common], help="print the settings in force and where each came from",
+        description="Print the effective configuration (defaults, file, environment), secrets hidden.",
+    )
+    p.set_defaults(func=print_config)
+
+
+def print_config(args: argparse.Namespace) -> int:
+    from birlik.config import describe
+
+    print(describe(load_config(args.config)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    handler: Handler = args.func
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"birlik {args.command}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

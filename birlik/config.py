@@ -1,0 +1,217 @@
+"""Configuration: defaults, then a TOML file, then environment variables, then flags.
+
+The file (``--config FILE`` or ``BIRLIK_CONFIG``) has one table per section::
+
+    [mqtt]
+    url = "mqtt://broker.example:1883"
+    [influx]
+    url = "http://influxdb:8086"
+    database = "birlik"
+    [ingest]
+    batch_size = 5000
+
+Every key can also be set as ``BIRLIK_<SECTION>_<KEY>`` (``BIRLIK_INFLUX_TOKEN=...``).
+``birlik config`` prints the settings in force and where each came from. A wrong key,
+type or value is reported with its source, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+from urllib.parse import urlsplit
+
+from birlik.influx import InfluxSettings
+
+
+class ConfigError(ValueError):
+    """The configuration is not valid; the message says where and why."""
+
+
+@dataclass
+class MqttConfig:
+    url: str = "mqtt://127.0.0.1:1883"
+    username: str = ""
+    password: str = ""
+    keepalive_s: int = 30
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 1883
+
+
+@dataclass
+class InfluxConfig:
+    url: str = "http://127.0.0.1:8086"
+    database: str = "birlik"
+    username: str = ""
+    password: str = ""
+    token: str = ""
+    timeout_s: float = 10.0
+
+    def settings(self) -> InfluxSettings:
+        return InfluxSettings(
+            url=self.url, database=self.database, username=self.username or None,
+            password=self.password or None, token=self.token or None, timeout_s=self.timeout_s,
+        )
+
+
+@dataclass
+class IngestConfig:
+    #: Readings are written to InfluxDB in batches of at most this many points...
+    batch_size: int = 5000
+    #: ...or after this long, whichever comes first.
+    flush_interval_s: float = 0.5
+    #: Where rejected messages and readings are kept (JSON lines), with the reason.
+    dead_letters: str = "dead-letters.jsonl"
+    #: Plant description; when set, messages from machines not in it are rejected.
+    plant: str = ""
+    max_payload_bytes: int = 256 * 1024
+    client_id: str = "birlik-ingest"
+    #: Several ingest processes with the same group share the messages (MQTT v5 $share).
+    share_group: str = ""
+    #: How long to keep retrying a write while InfluxDB is unavailable before giving up.
+    write_retry_s: float = 60.0
+    stats_file: str = ""
+
+
+@dataclass
+class AnalyticsConfig:
+    poll_interval_s: float = 2.0
+    #: Where to start reading on the first poll, seconds before now.
+    lookback_s: float = 600.0
+    detector: str = "zscore"
+    #: Samples used to learn each machine's normal behaviour before scoring.
+    warmup_samples: int = 60
+    threshold: float = 6.0
+    #: Consecutive anomalous samples that raise an alert, and normal ones that clear it.
+    raise_after: int = 5
+    clear_after: int = 20
+    client_id: str = "birlik-analytics"
+    stats_file: str = ""
+
+
+@dataclass
+class Config:
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    influx: InfluxConfig = field(default_factory=InfluxConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
+    #: Where each value came from: "section.key" -> "default" | file | env var.
+    sources: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+SECTIONS = ("mqtt", "influx", "ingest", "analytics")
+
+
+def _coerce(value: Any, typ: type, where: str) -> Any:
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif typ is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif typ is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{where} must be {typ.__name__}, got {value!r}")
+
+
+def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None = None) -> Config:
+    """Defaults, overlaid by the TOML file at ``path`` (or ``$BIRLIK_CONFIG``), then the environment."""
+    env = os.environ if env is None else env
+    config = Config()
+    for section in SECTIONS:
+        for f in dataclasses.fields(getattr(config, section)):
+            config.sources[f"{section}.{f.name}"] = "default"
+    path = path or env.get("BIRLIK_CONFIG") or None
+    if path:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        for section, values in data.items():
+            if section not in SECTIONS:
+                raise ConfigError(f"{path}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: {section} must be a table [{section}]")
+            for key, value in values.items():
+                _set(config, section, key, value, f"{path} [{section}] {key}", str(path))
+    for section in SECTIONS:
+        prefix = f"BIRLIK_{section.upper()}_"
+        for name, value in env.items():
+            if name.startswith(prefix):
+                _set(config, section, name[len(prefix):].lower(), value, f"environment variable {name}", name)
+    _validate(config)
+    return config
+
+
+def _set(config: Config, section: str, key: str, value: Any, where: str, source: str) -> None:
+    target = getattr(config, section)
+    hints = get_type_hints(type(target))
+    if key not in hints:
+        known = ", ".join(f.name for f in dataclasses.fields(target))
+        raise ConfigError(f"{where}: unknown setting (known in [{section}]: {known})")
+    setattr(target, key, _coerce(value, hints[key], where))
+    config.sources[f"{section}.{key}"] = source
+
+
+def _validate(config: Config) -> None:
+    mqtt = urlsplit(config.mqtt.url)
+    if mqtt.scheme not in ("mqtt", "tcp") or not mqtt.hostname:
+        raise ConfigError(f"mqtt.url {config.mqtt.url!r} must look like mqtt://host:1883")
+    influx = urlsplit(config.influx.url)
+    if influx.scheme not in ("http", "https") or not influx.hostname:
+        raise ConfigError(f"influx.url {config.influx.url!r} must look like http://host:8086")
+    positive = {
+        "ingest.batch_size": config.ingest.batch_size,
+        "ingest.flush_interval_s": config.ingest.flush_interval_s,
+        "ingest.max_payload_bytes": config.ingest.max_payload_bytes,
+        "analytics.poll_interval_s": config.analytics.poll_interval_s,
+        "analytics.warmup_samples": config.analytics.warmup_samples,
+        "analytics.threshold": config.analytics.threshold,
+        "analytics.raise_after": config.analytics.raise_after,
+        "analytics.clear_after": config.analytics.clear_after,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key} must be positive, got {value} (from {config.sources[key]})")
+
+
+def describe(config: Config) -> str:
+    """The settings in force, secrets hidden, with where each came from."""
+    lines = []
+    for section in SECTIONS:
+        lines.append(f"[{section}]")
+        for f in dataclasses.fields(getattr(config, section)):
+            value = getattr(getattr(config, section), f.name)
+            shown = "***" if f.name in ("password", "token") and value else repr(value)
+            lines.append(f"{f.name} = {shown}    # {config.sources[f'{section}.{f.name}']}")
+    return "\n".join(lines)

@@ -1,0 +1,230 @@
+"""A small client for InfluxDB's v1 HTTP API: ``/ping``, ``/write`` (line protocol) and
+``/query`` (InfluxQL).
+
+InfluxDB 1.x serves this API natively; 2.x and 3.x serve it for compatibility, with a
+token (``Authorization: Token ...``) in place of a user name and password. The platform uses
+only this API so that what the tests exercise against Debian's InfluxDB 1.6.7 is what runs
+against a newer server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+
+class InfluxError(Exception):
+    """InfluxDB could not be reached or answered with an error."""
+
+
+class InfluxUnavailable(InfluxError):
+    """Transient: connection refused, time-out, or a 5xx answer. Retrying may succeed."""
+
+
+class InfluxRejected(InfluxError):
+    """The server refused the request itself (4xx): retrying the same data will not help."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class InfluxSettings:
+    url: str = "http://127.0.0.1:8086"
+    database: str = "birlik"
+    username: str | None = None
+    password: str | None = None
+    token: str | None = None
+    timeout_s: float = 10.0
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Token {self.token}"} if self.token else {}
+
+    def auth_params(self) -> dict[str, str]:
+        if self.username and not self.token:
+            return {"u": self.username, "p": self.password or ""}
+        return {}
+
+
+@dataclass(slots=True)
+class Series:
+    """One series of a query answer: ``columns`` name the entries of each row."""
+
+    name: str
+    columns: list[str]
+    values: list[list[Any]]
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def records(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row, strict=False)) for row in self.values]
+
+
+def _parse_query(body: dict[str, Any]) -> list[list[Series]]:
+    """Series per statement; raises for a statement that failed."""
+    if "error" in body:
+        raise InfluxRejected(400, str(body["error"]))
+    out: list[list[Series]] = []
+    for result in body.get("results", []):
+        if "error" in result:
+            raise InfluxRejected(400, str(result["error"]))
+        out.append(
+            [
+                Series(s.get("name", ""), s.get("columns", []), s.get("values", []), s.get("tags") or {})
+                for s in result.get("series", [])
+            ]
+        )
+    return out
+
+
+def _check(response: httpx.Response) -> None:
+    if response.status_code >= 500:
+        raise InfluxUnavailable(f"HTTP {response.status_code}: {response.text[:300]}")
+    if response.status_code >= 400:
+        try:
+            message = str(response.json().get("error", response.text))
+        except ValueError:
+            message = response.text
+        raise InfluxRejected(response.status_code, message[:2000])
+
+
+def _join(lines: Iterable[str] | str | bytes) -> bytes:
+    if isinstance(lines, bytes):
+        return lines
+    if isinstance(lines, str):
+        return lines.encode()
+    return "\n".join(lines).encode()
+
+
+def quote_ident(name: str) -> str:
+    """An InfluxQL identifier in double quotes."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def quote_string(value: str) -> str:
+    """An InfluxQL string literal in single quotes."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class InfluxClient:
+    """Blocking client, for tools, tests and the analytics worker."""
+
+    def __init__(self, settings: InfluxSettings) -> None:
+        self.settings = settings
+        self._http = httpx.Client(
+            base_url=settings.url, headers=settings.auth_headers(), timeout=settings.timeout_s
+        )
+
+    def __enter__(self) -> InfluxClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        params = {**self.settings.auth_params(), **kwargs.pop("params", {})}
+        try:
+            response = self._http.request(method, path, params=params, **kwargs)
+        except httpx.HTTPError as exc:
+            raise InfluxUnavailable(f"{self.settings.url}: {exc!r}") from exc
+        _check(response)
+        return response
+
+    def ping(self) -> str:
+        """The server's version; raises :class:`InfluxUnavailable` when it does not answer."""
+        return self._request("GET", "/ping").headers.get("X-Influxdb-Version", "unknown")
+
+    def write(self, lines: Iterable[str] | str | bytes, *, precision: str = "ms", database: str | None = None) -> None:
+        self._request(
+            "POST", "/write", params={"db": database or self.settings.database, "precision": precision},
+            content=_join(lines),
+        )
+
+    def query(self, q: str, *, database: str | None = None, epoch: str = "ms") -> list[Series]:
+        """Run InfluxQL; the series of the last statement."""
+        results = self.query_all(q, database=database, epoch=epoch)
+        return results[-1] if results else []
+
+    def query_all(self, q: str, *, database: str | None = None, epoch: str = "ms") -> list[list[Series]]:
+        method = "POST" if _is_write_statement(q) else "GET"
+        params = {"q": q, "db": database or self.settings.database, "epoch": epoch}
+        return _parse_query(self._request(method, "/query", params=params).json())
+
+    def create_database(self, name: str | None = None) -> None:
+        self.query_all(f"CREATE DATABASE {quote_ident(name or self.settings.database)}")
+
+    def drop_database(self, name: str) -> None:
+        self.query_all(f"DROP DATABASE {quote_ident(name)}")
+
+    def count(self, measurement: str, field: str, where: str = "") -> int:
+        """How many values of ``field`` are stored (0 if none)."""
+        q = f"SELECT COUNT({quote_ident(field)}) FROM {quote_ident(measurement)}"
+        if where:
+            q += f" WHERE {where}"
+        series = self.query(q)
+        return int(series[0].values[0][1]) if series and series[0].values else 0
+
+
+class AsyncInfluxClient:
+    """Non-blocking client, for the ingest service."""
+
+    def __init__(self, settings: InfluxSettings) -> None:
+        self.settings = settings
+        self._http = httpx.AsyncClient(
+            base_url=settings.url, headers=settings.auth_headers(), timeout=settings.timeout_s
+        )
+
+    async def __aenter__(self) -> AsyncInfluxClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        params = {**self.settings.auth_params(), **kwargs.pop("params", {})}
+        try:
+            response = await self._http.request(method, path, params=params, **kwargs)
+        except httpx.HTTPError as exc:
+            raise InfluxUnavailable(f"{self.settings.url}: {exc!r}") from exc
+        _check(response)
+        return response
+
+    async def ping(self) -> str:
+        return (await self._request("GET", "/ping")).headers.get("X-Influxdb-Version", "unknown")
+
+    async def write(self, lines: Iterable[str] | str | bytes, *, precision: str = "ms") -> None:
+        await self._request(
+            "POST", "/write", params={"db": self.settings.database, "precision": precision}, content=_join(lines)
+        )
+
+    async def query(self, q: str, *, epoch: str = "ms") -> list[Series]:
+        method = "POST" if _is_write_statement(q) else "GET"
+        params = {"q": q, "db": self.settings.database, "epoch": epoch}
+        results = _parse_query((await self._request(method, "/query", params=params)).json())
+        return results[-1] if results else []
+
+    async def create_database(self) -> None:
+        await self.query(f"CREATE DATABASE {quote_ident(self.settings.database)}")
+
+
+_WRITE_VERBS = ("CREATE", "DROP", "ALTER", "DELETE", "GRANT", "REVOKE", "KILL", "SELECT INTO")
+
+
+def _is_write_statement(q: str) -> bool:
+    head = q.lstrip().upper()
+    return head.startswith(_WRITE_VERBS) or " INTO " in head
+
+
+def split_batches(lines: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    for start in range(0, len(lines), size):
+        yield lines[start : start + size]

@@ -1,0 +1,83 @@
+"""InfluxDB line protocol: the one place where points are turned into text.
+
+Escaping follows the InfluxDB 1.x/2.x/3.x reference: measurement names escape commas and
+spaces; tag keys, tag values and field keys escape commas, equals signs and spaces; string
+field values are double-quoted with backslashes and double quotes escaped. Empty tag values
+are left out (InfluxDB rejects them). Floats are written with Python's shortest round-trip
+representation so a value read back compares equal to the value written.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+from birlik.payload import Telemetry, Value
+
+_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n"})
+_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n"})
+_STRING = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
+
+
+def escape_measurement(name: str) -> str:
+    return name.translate(_MEASUREMENT)
+
+
+def escape_key(text: str) -> str:
+    """Escape a tag key, tag value or field key."""
+    return text.translate(_KEY)
+
+
+def format_field(value: Value | bool) -> str:
+    """A field value: float, ``<n>i`` integer, ``true``/``false``, or a quoted string."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"line protocol cannot carry {value}")
+        return repr(value)
+    return '"' + value.translate(_STRING) + '"'
+
+
+def encode_point(
+    measurement: str,
+    tags: Mapping[str, str | None],
+    fields: Mapping[str, Value | bool],
+    ts: int | None = None,
+) -> str:
+    """One line. Tags are sorted by key, as InfluxDB recommends for write performance."""
+    if not fields:
+        raise ValueError("a point needs at least one field")
+    head = escape_measurement(measurement)
+    for key in sorted(tags):
+        value = tags[key]
+        if value:
+            head += f",{escape_key(key)}={escape_key(value)}"
+    body = ",".join(f"{escape_key(k)}={format_field(v)}" for k, v in fields.items())
+    return f"{head} {body}" if ts is None else f"{head} {body} {ts}"
+
+
+def telemetry_lines(telemetry: Telemetry, measurement: str = "telemetry") -> Iterable[str]:
+    """The points of a validated telemetry message, one per sample, timestamps in ms.
+
+    Values are already typed by :func:`birlik.payload.decode_telemetry` (gauges float,
+    counters int, states str), which keeps every field's type stable in the database.
+    """
+    path = telemetry.path
+    head = escape_measurement(measurement) + "".join(
+        f",{k}={escape_key(v)}"
+        for k, v in (
+            ("kind", telemetry.kind),
+            ("line", path.line),
+            ("machine", path.machine),
+            ("site", path.site),
+            ("tenant", path.tenant),
+        )
+        if v
+    )
+    for sample in telemetry.samples:
+        # Signal names come from the catalogue and need no escaping.
+        body = ",".join(f"{k}={format_field(v)}" for k, v in sample.values.items())
+        yield f"{head} {body} {sample.ts_ms}"

@@ -1,0 +1,21 @@
+"""The database layout every stage agrees on (InfluxDB measurements, tags and fields).
+
+``telemetry``  one point per machine sample.
+               tags: tenant, site, line, machine, kind; fields: one per signal
+               (see :mod:`birlik.signals`): gauges float, counters integer, state string.
+``anomaly``    one point per scored sample, written by analytics.
+               tags: tenant, site, line, machine, kind, detector;
+               fields: score (float), threshold (float), anomalous (bool), signal (string,
+               the largest contributor).
+``alert``      one point per alert transition, written by analytics.
+               tags: tenant, site, line, machine, severity, state (raised|cleared);
+               fields: id, detector, signal, message (strings), score (float).
+
+All timestamps are the device time of the reading concerned, in milliseconds.
+"""
+
+TELEMETRY = "telemetry"
+ANOMALY = "anomaly"
+ALERT = "alert"
+
+MACHINE_TAGS = ("tenant", "site", "line", "machine", "kind")
