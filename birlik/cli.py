@@ -42,23 +42,28 @@ def terminate_gracefully() -> None:
 def common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--config", metavar="FILE", default=None,
+        "--config",
+        metavar="FILE",
+        default=None,
         help="TOML configuration file (default: $BIRLIK_CONFIG; settings also come from BIRLIK_<SECTION>_<KEY>)",
     )
     common.add_argument(
-        "--log-level", default=os.environ.get("BIRLIK_LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"], help="log detail (default: info)",
+        "--log-level",
+        default=os.environ.get("BIRLIK_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+        help="log detail (default: info)",
     )
     return common
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from analytics import cli as analytics_cli
-    from birlik import bench, demo
-    from gateway import cli as gateway_cli
-    from grafana import cli as grafana_cli
-    from ingest import cli as ingest_cli
-    from simulators import cli as simulators_cli
+    import analytics.cli
+    import birlik.bench
+    import birlik.demo
+    import gateway.cli
+    import grafana.cli
+    import ingest.cli
+    import simulators.cli
 
     parser = argparse.ArgumentParser(
         prog="birlik",
@@ -72,25 +77,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"birlik {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     common = common_options()
-    demo.register(sub, common)
-    gateway_cli.register(sub, common)
-    ingest_cli.register(sub, common)
-    analytics_cli.register(sub, common)
-    simulators_cli.register(sub, common)
-    grafana_cli.register(sub, common)
+    birlik.demo.register(sub, common)
+    gateway.cli.register(sub, common)
+    ingest.cli.register(sub, common)
+    analytics.cli.register(sub, common)
+    simulators.cli.register(sub, common)
+    grafana.cli.register(sub, common)
     register_servers(sub, common)
-    bench.register(sub, common)
+    birlik.bench.register(sub, common)
     register_config(sub, common)
     return parser
 
 
 def register_servers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "servers", parents=[common], help="run a local Mosquitto and InfluxDB until Ctrl-C",
+        "servers",
+        parents=[common],
+        help="run a local Mosquitto and InfluxDB until Ctrl-C",
         description="Start Mosquitto and InfluxDB as child processes on free (or given) ports, "
         "with data under --state-dir, print how to reach them, and stop them on Ctrl-C.",
     )
-    p.add_argument("--state-dir", type=Path, default=Path(".state/servers"), help="data and logs (default: %(default)s)")
+    p.add_argument(
+        "--state-dir", type=Path, default=Path(".state/servers"), help="data and logs (default: %(default)s)"
+    )
     p.add_argument("--mqtt-port", type=int, default=0, help="broker port (default: a free one)")
     p.add_argument("--influx-port", type=int, default=0, help="InfluxDB HTTP port (default: a free one)")
     p.set_defaults(func=run_servers)
@@ -117,7 +126,9 @@ def run_servers(args: argparse.Namespace) -> int:
 
 def register_config(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "config", parents=[common], help="print the settings in force and where each came from",
+        "config",
+        parents=[common],
+        help="print the settings in force and where each came from",
         description="Print the effective configuration (defaults, file, environment), secrets hidden.",
     )
     p.set_defaults(func=print_config)

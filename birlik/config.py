@@ -60,8 +60,12 @@ class InfluxConfig:
 
     def settings(self) -> InfluxSettings:
         return InfluxSettings(
-            url=self.url, database=self.database, username=self.username or None,
-            password=self.password or None, token=self.token or None, timeout_s=self.timeout_s,
+            url=self.url,
+            database=self.database,
+            username=self.username or None,
+            password=self.password or None,
+            token=self.token or None,
+            timeout_s=self.timeout_s,
         )
 
 
@@ -135,9 +139,8 @@ def _coerce(value: Any, typ: type, where: str) -> Any:
                 return float(value)
             except ValueError:
                 pass
-    elif typ is str:
-        if isinstance(value, str):
-            return value
+    elif typ is str and isinstance(value, str):
+        return value
     raise ConfigError(f"{where} must be {typ.__name__}, got {value!r}")
 
 
@@ -168,7 +171,7 @@ def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None
         prefix = f"BIRLIK_{section.upper()}_"
         for name, value in env.items():
             if name.startswith(prefix):
-                _set(config, section, name[len(prefix):].lower(), value, f"environment variable {name}", name)
+                _set(config, section, name[len(prefix) :].lower(), value, f"environment variable {name}", name)
     _validate(config)
     return config
 

@@ -115,9 +115,7 @@ class InfluxClient:
 
     def __init__(self, settings: InfluxSettings) -> None:
         self.settings = settings
-        self._http = httpx.Client(
-            base_url=settings.url, headers=settings.auth_headers(), timeout=settings.timeout_s
-        )
+        self._http = httpx.Client(base_url=settings.url, headers=settings.auth_headers(), timeout=settings.timeout_s)
 
     def __enter__(self) -> InfluxClient:
         return self
@@ -139,11 +137,13 @@ class InfluxClient:
 
     def ping(self) -> str:
         """The server's version; raises :class:`InfluxUnavailable` when it does not answer."""
-        return self._request("GET", "/ping").headers.get("X-Influxdb-Version", "unknown")
+        return str(self._request("GET", "/ping").headers.get("X-Influxdb-Version", "unknown"))
 
     def write(self, lines: Iterable[str] | str | bytes, *, precision: str = "ms", database: str | None = None) -> None:
         self._request(
-            "POST", "/write", params={"db": database or self.settings.database, "precision": precision},
+            "POST",
+            "/write",
+            params={"db": database or self.settings.database, "precision": precision},
             content=_join(lines),
         )
 
@@ -200,7 +200,7 @@ class AsyncInfluxClient:
         return response
 
     async def ping(self) -> str:
-        return (await self._request("GET", "/ping")).headers.get("X-Influxdb-Version", "unknown")
+        return str((await self._request("GET", "/ping")).headers.get("X-Influxdb-Version", "unknown"))
 
     async def write(self, lines: Iterable[str] | str | bytes, *, precision: str = "ms") -> None:
         await self._request(

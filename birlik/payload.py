@@ -133,10 +133,8 @@ def _require(message: Mapping[str, Any], key: str, types: type | tuple[type, ...
     if key not in message:
         raise PayloadError(Reason.MISSING_FIELD, f"missing field {key!r} ({what})")
     value = message[key]
-    if not isinstance(value, types) or isinstance(value, bool) and bool not in _as_tuple(types):
-        raise PayloadError(
-            Reason.WRONG_TYPE, f"field {key!r} must be {what}, got {type(value).__name__} {value!r:.60}"
-        )
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in _as_tuple(types)):
+        raise PayloadError(Reason.WRONG_TYPE, f"field {key!r} must be {what}, got {type(value).__name__} {value!r:.60}")
     return value
 
 
@@ -176,7 +174,8 @@ def decode_telemetry(
     version = _require(message, "v", int, "the schema version, an integer")
     if version != SCHEMA_VERSION:
         raise PayloadError(
-            Reason.UNSUPPORTED_VERSION, f"schema version {version} is not supported (this ingest reads {SCHEMA_VERSION})"
+            Reason.UNSUPPORTED_VERSION,
+            f"schema version {version} is not supported (this ingest reads {SCHEMA_VERSION})",
         )
     gateway = _require(message, "gateway", str, "the gateway id, a string")
     try:
@@ -200,9 +199,7 @@ def decode_telemetry(
         if known_kind is None:
             raise PayloadError(Reason.UNKNOWN_MACHINE, f"machine {path} is not in the plant registry")
         if kind is not None and kind != known_kind:
-            raise PayloadError(
-                Reason.KIND_MISMATCH, f"machine {path} is a {known_kind}, the message says {kind}"
-            )
+            raise PayloadError(Reason.KIND_MISMATCH, f"machine {path} is a {known_kind}, the message says {kind}")
         kind = known_kind
 
     now = int(time.time() * 1000) if now_ms is None else now_ms
@@ -219,11 +216,23 @@ def decode_telemetry(
             continue
         if not isinstance(ts, int) or isinstance(ts, bool):
             for name, value in values.items():
-                reject(Rejection(Reason.BAD_TIMESTAMP, f"samples[{index}].ts must be integer ms, got {ts!r:.40}", name, value))
+                reject(
+                    Rejection(
+                        Reason.BAD_TIMESTAMP, f"samples[{index}].ts must be integer ms, got {ts!r:.40}", name, value
+                    )
+                )
             continue
         if not MIN_TS_MS <= ts <= now + MAX_FUTURE_MS:
             for name, value in values.items():
-                reject(Rejection(Reason.BAD_TIMESTAMP, f"timestamp {ts} ms is before 2000 or more than 24 h ahead of the ingest clock", name, value, ts))
+                reject(
+                    Rejection(
+                        Reason.BAD_TIMESTAMP,
+                        f"timestamp {ts} ms is before 2000 or more than 24 h ahead of the ingest clock",
+                        name,
+                        value,
+                        ts,
+                    )
+                )
             continue
         accepted: dict[str, Value] = {}
         for name, value in values.items():
@@ -247,7 +256,9 @@ def _check_reading(name: str, value: Any, units: Mapping[str, Any]) -> Value | R
             return Rejection(Reason.WRONG_TYPE, f"{name} must be a short string, got {value!r:.40}", name, value)
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return Rejection(Reason.WRONG_TYPE, f"{name} must be a number, got {type(value).__name__} {value!r:.40}", name, value)
+        return Rejection(
+            Reason.WRONG_TYPE, f"{name} must be a number, got {type(value).__name__} {value!r:.40}", name, value
+        )
     unit = units.get(name)
     if unit is None:
         return Rejection(Reason.MISSING_UNIT, f"{name} has no unit in 'units' (expected {signal.unit!r})", name, value)
@@ -255,11 +266,16 @@ def _check_reading(name: str, value: Any, units: Mapping[str, Any]) -> Value | R
         return Rejection(Reason.WRONG_UNIT, f"{name} must be in {signal.unit}, got {unit!r:.20}", name, value)
     if not math.isfinite(value) or not signal.low <= value <= signal.high:
         return Rejection(
-            Reason.OUT_OF_RANGE, f"{name} = {value} {signal.unit} is outside [{signal.low:g}, {signal.high:g}]", name, value
+            Reason.OUT_OF_RANGE,
+            f"{name} = {value} {signal.unit} is outside [{signal.low:g}, {signal.high:g}]",
+            name,
+            value,
         )
     if signal.kind == "counter":
         if value != int(value):
-            return Rejection(Reason.WRONG_TYPE, f"{name} is a counter and must be a whole number, got {value}", name, value)
+            return Rejection(
+                Reason.WRONG_TYPE, f"{name} is a counter and must be a whole number, got {value}", name, value
+            )
         return int(value)
     return float(value)
 
@@ -318,8 +334,16 @@ def decode_alert(topic: str, payload: bytes) -> Alert:
         raise PayloadError(Reason.NOT_OBJECT, "alert must be a JSON object")
     try:
         return Alert(
-            path, str(m["id"]), m["state"], m["severity"], str(m["detector"]), str(m["signal"]),
-            float(m["score"]), float(m["threshold"]), int(m["ts"]), str(m["message"]),
+            path,
+            str(m["id"]),
+            m["state"],
+            m["severity"],
+            str(m["detector"]),
+            str(m["signal"]),
+            float(m["score"]),
+            float(m["threshold"]),
+            int(m["ts"]),
+            str(m["message"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise PayloadError(Reason.MISSING_FIELD, f"alert is missing or mistypes {exc}") from None

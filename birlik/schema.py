@@ -2,7 +2,8 @@
 
 ``telemetry``  one point per machine sample.
                tags: tenant, site, line, machine, kind; fields: one per signal
-               (see :mod:`birlik.signals`): gauges float, counters integer, state string.
+               (see :mod:`birlik.signals`): gauges and totals float, counters integer,
+               state string.
 ``anomaly``    one point per scored sample, written by analytics.
                tags: tenant, site, line, machine, kind, detector;
                fields: score (float), threshold (float), anomalous (bool), signal (string,

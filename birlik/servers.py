@@ -46,11 +46,11 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 def find_executable(name: str, *extra_dirs: str) -> str:
-    found = shutil.which(name) or next(
-        (str(Path(d) / name) for d in extra_dirs if (Path(d) / name).is_file()), None
-    )
+    found = shutil.which(name) or next((str(Path(d) / name) for d in extra_dirs if (Path(d) / name).is_file()), None)
     if not found:
-        raise ServerError(f"{name} is not installed; run ./scripts/setup (installs Debian packages mosquitto and influxdb)")
+        raise ServerError(
+            f"{name} is not installed; run ./scripts/setup (installs Debian packages mosquitto and influxdb)"
+        )
     return found
 
 
@@ -134,13 +134,17 @@ class Supervisor:
             deadline = time.monotonic() + timeout_s
             while True:
                 if not child.running:
-                    raise ServerError(f"{name} exited with code {process.returncode} while starting; its log:\n{child.log_tail()}")
+                    raise ServerError(
+                        f"{name} exited with code {process.returncode} while starting; its log:\n{child.log_tail()}"
+                    )
                 with contextlib.suppress(Exception):
                     if ready():
                         break
                 if time.monotonic() > deadline:
                     child.stop(2)
-                    raise ServerError(f"{name} did not become ready within {timeout_s:.0f} s; its log:\n{child.log_tail()}")
+                    raise ServerError(
+                        f"{name} did not become ready within {timeout_s:.0f} s; its log:\n{child.log_tail()}"
+                    )
                 time.sleep(0.1)
         log.info("started %s (pid %d%s), log %s", name, process.pid, f", port {port}" if port else "", log_path)
         return child
@@ -165,8 +169,10 @@ class Supervisor:
         conf = data / "mosquitto.conf"
         conf.write_text(mosquitto_config(port))
         child = self.start(
-            "mosquitto", [find_executable("mosquitto", "/usr/sbin"), "-c", str(conf)],
-            ready=lambda: _tcp_open(port), port=port,
+            "mosquitto",
+            [find_executable("mosquitto", "/usr/sbin"), "-c", str(conf)],
+            ready=lambda: _tcp_open(port),
+            port=port,
         )
         return Mosquitto(child, "127.0.0.1", port)
 
@@ -178,9 +184,11 @@ class Supervisor:
         conf.write_text(influxdb_config(data, port, free_port()))
         url = f"http://127.0.0.1:{port}"
         child = self.start(
-            "influxdb", [find_executable("influxd"), "-config", str(conf)],
+            "influxdb",
+            [find_executable("influxd"), "-config", str(conf)],
             ready=lambda: httpx.get(f"{url}/ping", timeout=1).status_code == 204,
-            port=port, timeout_s=60,
+            port=port,
+            timeout_s=60,
         )
         return InfluxDB(child, url)
 
@@ -230,11 +238,11 @@ reporting-enabled = false
 bind-address = "127.0.0.1:{rpc_port}"
 
 [meta]
-  dir = "{data / 'meta'}"
+  dir = "{data / "meta"}"
 
 [data]
-  dir = "{data / 'data'}"
-  wal-dir = "{data / 'wal'}"
+  dir = "{data / "data"}"
+  wal-dir = "{data / "wal"}"
   query-log-enabled = false
 
 [monitor]

@@ -3,7 +3,8 @@
 One place decides what a reading of ``bearing_temp`` is: degrees Celsius, a float, between
 -50 and 300. The gateway declares units with this catalogue, the ingest checks readings
 against it, and the line-protocol encoder writes each signal with one InfluxDB field type
-(gauges always as floats, counters always as integers, states as strings), so a device that
+(gauges and running totals always as floats, counters always as integers, states as
+strings), so a device that
 sends ``12`` one day and ``12.0`` the next cannot cause a field-type conflict in the database.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-SignalKind = Literal["gauge", "counter", "state"]
+SignalKind = Literal["gauge", "total", "counter", "state"]
 
 #: Operating states a machine reports in its ``state`` signal.
 MACHINE_STATES = ("running", "idle", "stopped", "changeover", "fault")
@@ -31,6 +32,11 @@ class Signal:
     def is_numeric(self) -> bool:
         return self.kind != "state"
 
+    @property
+    def is_cumulative(self) -> bool:
+        """A running total (energy, production counts): it never decreases while healthy."""
+        return self.kind in ("total", "counter")
+
 
 _CATALOGUE = (
     Signal("state", "", "state", 0, 0, "operating state: " + ", ".join(MACHINE_STATES)),
@@ -40,7 +46,7 @@ _CATALOGUE = (
     Signal("belt_speed", "m/s", "gauge", 0, 20, "belt speed (conveyor)"),
     Signal("motor_current", "A", "gauge", 0, 5_000, "motor phase current, RMS"),
     Signal("power", "kW", "gauge", 0, 10_000, "active electrical power"),
-    Signal("energy", "kWh", "counter", 0, 1e12, "cumulative active energy"),
+    Signal("energy", "kWh", "total", 0, 1e12, "cumulative active energy"),
     Signal("vibration_rms", "mm/s", "gauge", 0, 200, "vibration velocity, RMS (ISO 10816)"),
     Signal("bearing_temp", "degC", "gauge", -50, 300, "drive-end bearing temperature"),
     Signal("motor_temp", "degC", "gauge", -50, 300, "motor winding temperature"),

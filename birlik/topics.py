@@ -59,14 +59,12 @@ def parse_topic(topic: str) -> tuple[MachinePath, Channel]:
     """Split a topic into its machine path and channel, or raise :class:`TopicError`."""
     parts = topic.split("/")
     if len(parts) != 6 or parts[0] != ROOT:
-        raise TopicError(
-            f"topic {topic!r} is not of the form {ROOT}/<tenant>/<site>/<line>/<machine>/<channel>"
-        )
+        raise TopicError(f"topic {topic!r} is not of the form {ROOT}/<tenant>/<site>/<line>/<machine>/<channel>")
     channel = parts[5]
     if channel not in CHANNELS:
         raise TopicError(f"topic {topic!r}: unknown channel {channel!r} (expected one of {CHANNELS})")
     path = MachinePath(parts[1], parts[2], parts[3], parts[4])
-    return path, channel  # type: ignore[return-value]
+    return path, channel
 
 
 def subscription(channel: Channel = "telemetry", *, tenant: str = "+", share: str | None = None) -> str:

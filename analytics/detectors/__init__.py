@@ -1,0 +1,13 @@
+"""Anomaly detectors, one module each, all behind :class:`Detector`."""
+
+from collections.abc import Callable
+
+from analytics.detectors.base import Detector, Features
+from analytics.detectors.zscore import ZScoreDetector
+
+#: Detector name -> factory taking the warm-up length.
+DETECTORS: dict[str, Callable[[int], Detector]] = {
+    "zscore": lambda warmup: ZScoreDetector(warmup=warmup),
+}
+
+__all__ = ["DETECTORS", "Detector", "Features", "ZScoreDetector"]

@@ -1,0 +1,97 @@
+"""Per-signal baseline z-score.
+
+The idea: a healthy machine in a given operating state keeps each signal near a typical
+value. During a warm-up the detector learns every feature's mean and standard deviation
+(Welford's online algorithm); afterwards the baseline is frozen, so a slow degradation is
+not learned as normal, and a sample's score is its largest standardised deviation over the
+features. Temperatures and vibration only count when they rise: a machine running cooler
+or smoother than usual is not a maintenance case.
+
+A floor on each standard deviation (a share of the mean and an absolute minimum per unit)
+keeps near-constant signals (shaft speed at 2950 rpm +- 2) from turning tiny changes into
+huge scores.
+
+>>> d = ZScoreDetector(warmup=3)
+>>> for v in (2.0, 2.1, 1.9):
+...     d.learn_one({"vibration_rms": v})
+>>> d.ready, round(d.score_one({"vibration_rms": 2.0}), 1), round(d.score_one({"vibration_rms": 4.0}), 1)
+(True, 0.0, 13.3)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analytics.detectors.base import Features
+
+#: Features where only an increase is a sign of trouble.
+RISING_ONLY = ("vibration_rms", "bearing_temp", "motor_temp", "oil_temp", "discharge_temp")
+#: Smallest standard deviation assumed per feature, in its unit.
+MIN_STD = {"vibration_rms": 0.15, "bearing_temp": 1.5, "motor_temp": 1.5, "oil_temp": 1.5, "discharge_temp": 1.5}
+
+
+class ZScoreDetector:
+    name = "zscore"
+
+    def __init__(self, *, warmup: int = 60, min_rel_std: float = 0.02, min_abs_std: float = 0.01) -> None:
+        self.warmup = warmup
+        self.min_rel_std = min_rel_std
+        self.min_abs_std = min_abs_std
+        self.features: list[str] = []
+        self._index: dict[str, int] = {}
+        self._n = np.zeros(0)
+        self._mean = np.zeros(0)
+        self._m2 = np.zeros(0)
+        self._seen = 0
+        self._std: np.ndarray | None = None
+        self._rising = np.zeros(0, dtype=bool)
+
+    @property
+    def ready(self) -> bool:
+        return self._seen >= self.warmup
+
+    def _grow(self, names: list[str]) -> None:
+        for name in names:
+            self._index[name] = len(self.features)
+            self.features.append(name)
+        pad = len(names)
+        self._n = np.concatenate([self._n, np.zeros(pad)])
+        self._mean = np.concatenate([self._mean, np.zeros(pad)])
+        self._m2 = np.concatenate([self._m2, np.zeros(pad)])
+        self._rising = np.array([f in RISING_ONLY for f in self.features])
+
+    def learn_one(self, x: Features) -> None:
+        if self.ready:
+            return  # the baseline is frozen after warm-up
+        new = [k for k in x if k not in self._index]
+        if new:
+            self._grow(new)
+        idx = np.fromiter((self._index[k] for k in x), dtype=int, count=len(x))
+        v = np.fromiter(x.values(), dtype=float, count=len(x))
+        self._n[idx] += 1
+        delta = v - self._mean[idx]
+        self._mean[idx] += delta / self._n[idx]
+        self._m2[idx] += delta * (v - self._mean[idx])
+        self._seen += 1
+        if self.ready:
+            var = np.where(self._n > 1, self._m2 / np.maximum(self._n - 1, 1), 0.0)
+            floors = np.array([MIN_STD.get(f, self.min_abs_std) for f in self.features])
+            self._std = np.maximum.reduce([np.sqrt(var), self.min_rel_std * np.abs(self._mean), floors])
+
+    def _z(self, x: Features) -> tuple[np.ndarray, list[str]]:
+        if self._std is None:
+            return np.zeros(0), []
+        names = [k for k in x if k in self._index]
+        idx = np.fromiter((self._index[k] for k in names), dtype=int, count=len(names))
+        v = np.fromiter((x[k] for k in names), dtype=float, count=len(names))
+        z = (v - self._mean[idx]) / self._std[idx]
+        z = np.where(self._rising[idx], z, np.abs(z))
+        return z, names
+
+    def score_one(self, x: Features) -> float:
+        z, _ = self._z(x)
+        return float(max(z.max(), 0.0)) if z.size else 0.0
+
+    def explain_one(self, x: Features) -> str:
+        z, names = self._z(x)
+        return names[int(z.argmax())] if z.size else ""

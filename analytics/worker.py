@@ -1,0 +1,245 @@
+"""The analytics worker: read new readings from InfluxDB, score them, store the scores,
+raise alerts.
+
+Each poll sends one request with a query per machine (``time > <that machine's last
+scored sample>``), so a machine that stops reporting holds back no other. Machines are
+discovered from the series in the database. Every scored sample becomes an ``anomaly``
+point; alert transitions become ``alert`` points and go out through the alert channels.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from analytics.alerts import AlertChannel, AlertTracker
+from analytics.detectors import Detector
+from analytics.features import features
+from birlik import schema
+from birlik.config import AnalyticsConfig
+from birlik.influx import InfluxClient, InfluxUnavailable, quote_ident, quote_string
+from birlik.lineprotocol import encode_point
+from birlik.payload import Alert
+from birlik.stats import StatsFile
+from birlik.topics import MachinePath, TopicError
+
+log = logging.getLogger("analytics")
+
+
+@dataclass
+class AnalyticsStats:
+    polls: int = 0
+    samples_read: int = 0
+    samples_scored: int = 0
+    anomalous_samples: int = 0
+    alerts_raised: int = 0
+    alerts_cleared: int = 0
+    machines: int = 0
+    alerts_by_machine: dict[str, int] = field(default_factory=dict)
+    last_ts_by_machine: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Machine:
+    path: MachinePath
+    kind: str
+    detector: Detector
+    last_ts: int
+
+
+def _series_key_tags(key: str) -> dict[str, str]:
+    # "telemetry,kind=x,line=y,..." -> tags; names are topic levels, which need no unescaping.
+    return dict(part.split("=", 1) for part in key.split(",")[1:] if "=" in part)
+
+
+class AnalyticsWorker:
+    def __init__(
+        self,
+        influx: InfluxClient,
+        config: AnalyticsConfig,
+        *,
+        detector_factory: Callable[[int], Detector],
+        channels: Sequence[AlertChannel] = (),
+        since_ms: int,
+        max_rows: int = 5000,
+    ) -> None:
+        self.influx = influx
+        self.config = config
+        self.detector_factory = detector_factory
+        self.channels = list(channels)
+        self.since_ms = since_ms
+        self.max_rows = max_rows
+        self.stats = AnalyticsStats()
+        self.tracker = AlertTracker(
+            raise_after=config.raise_after,
+            clear_after=config.clear_after,
+            threshold=config.threshold,
+            detector=config.detector,
+        )
+        self._machines: dict[MachinePath, _Machine] = {}
+        self._stats_file = StatsFile(config.stats_file or None)
+
+    def discover(self) -> None:
+        """Find machines that have reported since the last look."""
+        series = self.influx.query(f"SHOW SERIES FROM {quote_ident(schema.TELEMETRY)}")
+        for s in series:
+            for (key,) in s.values:
+                tags = _series_key_tags(key)
+                try:
+                    path = MachinePath(tags["tenant"], tags["site"], tags["line"], tags["machine"])
+                except (KeyError, TopicError):
+                    continue
+                if path not in self._machines:
+                    self._machines[path] = _Machine(
+                        path, tags.get("kind", ""), self.detector_factory(self.config.warmup_samples), self.since_ms
+                    )
+        self.stats.machines = len(self._machines)
+
+    def poll_once(self) -> int:
+        """Score every new sample once; returns how many samples were read."""
+        self.discover()
+        machines = list(self._machines.values())
+        if not machines:
+            return 0
+        statements = [
+            f"SELECT * FROM {quote_ident(schema.TELEMETRY)} WHERE "
+            f"tenant = {quote_string(m.path.tenant)} AND site = {quote_string(m.path.site)} AND "
+            f"line = {quote_string(m.path.line)} AND machine = {quote_string(m.path.machine)} AND "
+            f"time > {m.last_ts}ms ORDER BY time ASC LIMIT {self.max_rows}"
+            for m in machines
+        ]
+        results = self.influx.query_all(";".join(statements))
+        lines: list[str] = []
+        alerts: list[Alert] = []
+        read = 0
+        for machine, series in zip(machines, results, strict=True):
+            for s in series:
+                tag_columns = {"tenant", "site", "line", "machine", "kind"}
+                columns = s.columns
+                for row in s.values:
+                    values = {c: v for c, v in zip(columns, row, strict=True) if v is not None and c not in tag_columns}
+                    ts = int(values.pop("time"))
+                    read += 1
+                    machine.last_ts = max(machine.last_ts, ts)
+                    self._score(machine, ts, values, lines, alerts)
+            if machine.last_ts > self.since_ms:
+                self.stats.last_ts_by_machine[str(machine.path)] = machine.last_ts
+        if lines:
+            self.influx.write(lines)
+        for alert in alerts:
+            self._emit(alert)
+        self.stats.polls += 1
+        self.stats.samples_read += read
+        self._stats_file.update({**self.stats.as_dict(), "running": True})
+        return read
+
+    def _score(self, m: _Machine, ts: int, values: dict[str, Any], lines: list[str], alerts: list[Alert]) -> None:
+        x = features(values)
+        if x is None:
+            return
+        detector = m.detector
+        if not detector.ready:
+            detector.learn_one(x)
+            return
+        score = detector.score_one(x)
+        signal = detector.explain_one(x)
+        anomalous = score > self.config.threshold
+        self.stats.samples_scored += 1
+        self.stats.anomalous_samples += anomalous
+        tags = {"tenant": m.path.tenant, "site": m.path.site, "line": m.path.line, "machine": m.path.machine}
+        lines.append(
+            encode_point(
+                schema.ANOMALY,
+                {**tags, "kind": m.kind, "detector": detector.name},
+                {
+                    "score": round(score, 4),
+                    "threshold": self.config.threshold,
+                    "anomalous": anomalous,
+                    "signal": signal,
+                },
+                ts,
+            )
+        )
+        alert = self.tracker.update(m.path, ts, score, signal)
+        if alert is not None:
+            alerts.append(alert)
+            lines.append(
+                encode_point(
+                    schema.ALERT,
+                    {**tags, "severity": alert.severity, "state": alert.state},
+                    {
+                        "id": alert.alert_id,
+                        "detector": alert.detector,
+                        "signal": alert.signal,
+                        "message": alert.message,
+                        "score": round(alert.score, 4),
+                    },
+                    ts,
+                )
+            )
+
+    def _emit(self, alert: Alert) -> None:
+        key = str(alert.path)
+        if alert.state == "raised":
+            self.stats.alerts_raised += 1
+            self.stats.alerts_by_machine[key] = self.stats.alerts_by_machine.get(key, 0) + 1
+        else:
+            self.stats.alerts_cleared += 1
+        for channel in self.channels:
+            try:
+                channel.send(alert)
+            except Exception as exc:  # a broken channel must not stop the others or the worker
+                log.error("alert channel %s failed: %s", channel.name, exc)
+
+    def run(self, should_stop: Callable[[], bool] = lambda: False, *, once: bool = False) -> AnalyticsStats:
+        """Poll until ``should_stop()`` (or Ctrl-C / SIGTERM); with ``once``, until caught up."""
+        log.info(
+            "analytics: %s detector (warm-up %d samples, threshold %.1f, alert after %d / clear after %d samples), "
+            "polling %s every %.1f s from %s; channels: %s",
+            self.config.detector,
+            self.config.warmup_samples,
+            self.config.threshold,
+            self.config.raise_after,
+            self.config.clear_after,
+            self.influx.settings.url,
+            self.config.poll_interval_s,
+            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.since_ms / 1000)) + "Z",
+            ", ".join(c.name for c in self.channels) or "none",
+        )
+        try:
+            while not should_stop():
+                started = time.monotonic()
+                try:
+                    read = self.poll_once()
+                except InfluxUnavailable as exc:
+                    log.warning("InfluxDB unavailable: %s; retrying", exc)
+                    read = 0
+                if once and read == 0:
+                    break
+                if read < self.max_rows and not once:  # caught up: wait for the next poll
+                    end = started + self.config.poll_interval_s
+                    while not should_stop() and time.monotonic() < end:
+                        time.sleep(min(0.1, max(end - time.monotonic(), 0)))
+        except KeyboardInterrupt:
+            pass
+        s = self.stats
+        by_machine = Counter(s.alerts_by_machine)
+        log.info(
+            "analytics stopped: %d polls, %d samples read, %d scored, %d anomalous, %d alerts raised (%s), %d cleared",
+            s.polls,
+            s.samples_read,
+            s.samples_scored,
+            s.anomalous_samples,
+            s.alerts_raised,
+            ", ".join(f"{k.split('/')[-1]} {v}" for k, v in by_machine.most_common()) or "none",
+            s.alerts_cleared,
+        )
+        self._stats_file.update({**s.as_dict(), "running": False}, force=True)
+        return s
