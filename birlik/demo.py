@@ -225,6 +225,9 @@ def run(args: argparse.Namespace) -> int:
                     if not child.running:
                         raise ServerError(f"{name} stopped unexpectedly; its log:\n{child.log_tail()}")
                 time.sleep(0.2)
+            failed = [g for g in gateways if g.process.returncode != 0]
+            if failed:
+                raise ServerError(f"{failed[0].name} failed; its log:\n{failed[0].log_tail()}")
             say(f"plant run finished after {time.monotonic() - started:.0f} s; letting ingest and analytics catch up")
             published_msgs = sum(stack.stats(g.name).get("messages", 0) for g in gateways)
             wait_until(

@@ -25,7 +25,7 @@ class PlantError(ValueError):
     """The plant file is not valid; the message says where."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity: a machine is one asset, hashable
 class Machine:
     id: str
     kind: str

@@ -216,8 +216,8 @@ class IngestService:
                 self._stopping = True
                 self._wake.set()
                 await writer
-        self.dead_letters.close()
         self._publish_stats(force=True)
+        self.dead_letters.close()
         s = self.stats
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(s.rejected_by_reason.items())) or "none"
         log.info(

@@ -1,0 +1,370 @@
+"""The Grafana dashboards: every query runs against a real InfluxDB holding known data, and
+the committed provisioning files are what the code generates."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import grafana
+from birlik.cli import common_options
+from birlik.config import Config
+from birlik.influx import InfluxClient, Series
+from birlik.lineprotocol import encode_point
+from birlik.schema import ALERT, ANOMALY, TELEMETRY
+from grafana import cli as grafana_cli
+from grafana import expand_macros, panel_queries
+
+REPO = Path(__file__).resolve().parents[1]
+PROVISIONING = REPO / "grafana" / "provisioning"
+
+
+# --- known data -------------------------------------------------------------------------------
+
+#: site -> line -> [(machine, kind)]: all four machine kinds on both sites.
+PLANT = {
+    "kz-turkestan": {
+        "spinning-1": [("rs-101", "spinning_frame"), ("cv-101", "conveyor_drive")],
+        "utilities-1": [("comp-101", "air_compressor"), ("pump-101", "centrifugal_pump")],
+    },
+    "uz-syrdarya": {
+        "spinning-2": [("rs-201", "spinning_frame"), ("cv-201", "conveyor_drive")],
+        "utilities-2": [("comp-201", "air_compressor"), ("pump-201", "centrifugal_pump")],
+    },
+}
+TENANT = {"kz-turkestan": "ontustik-textile", "uz-syrdarya": "syrdarya-tekstil"}
+#: The state each machine ends the run in, so every state of the catalogue occurs.
+FINAL_STATE = {"cv-101": "idle", "comp-201": "fault", "rs-201": "changeover", "cv-201": "stopped"}
+SAMPLE_S = 5
+SAMPLES = 120  # ten minutes
+
+
+@dataclass(frozen=True)
+class KnownData:
+    start_ms: int
+    end_ms: int
+    machines: dict[str, str]  # machine -> site
+
+    def expand(self, query: str, variables: Mapping[str, Any]) -> str:
+        """``query`` as Grafana sends it for this run's time range, at a 30 s interval."""
+        return expand_macros(query, start_ms=self.start_ms - 1000, end_ms=self.end_ms + 1000,
+                             interval="30s", variables=variables)
+
+
+def _readings(kind: str, i: int, running: bool, phase: float) -> dict[str, float | int | str]:
+    """Plausible readings of one machine kind, sample ``i`` of the run."""
+    wave = math.sin(i / 7 + phase)
+    load = (0.8 + 0.05 * wave) if running else 0.0
+    energy = 1000.0 + 0.03 * i * (1 + phase)
+    common: dict[str, float | int | str] = {
+        "motor_current": round(40 * load + 0.5, 2),
+        "power": round(22 * load, 3),
+        "energy": round(energy, 3),
+        "vibration_rms": round(1.8 + 0.2 * wave + (0.02 * i if kind == "air_compressor" else 0), 3),
+        "motor_temp": round(60 + 10 * load, 2),
+        "ambient_temp": round(21 + 0.3 * wave, 2),
+    }
+    if kind == "centrifugal_pump":
+        common |= {"speed": 2950.0 * (load > 0), "flow": round(120 * load, 2), "suction_pressure": 0.6,
+                   "discharge_pressure": round(5.8 * load, 3), "bearing_temp": round(48 + 5 * load, 2)}
+    elif kind == "air_compressor":
+        common |= {"speed": 1480.0 * (load > 0), "load": round(100 * load, 1), "flow": round(6 * load, 2),
+                   "discharge_pressure": round(7.5 * load, 3), "discharge_temp": round(80 + 0.1 * i, 2),
+                   "oil_temp": round(70 + 0.05 * i, 2)}
+    elif kind == "spinning_frame":
+        common |= {"spindle_speed": round(17_000 * load, 1), "bearing_temp": round(45 + 4 * load, 2),
+                   "count_good": 500 + 3 * i, "count_scrap": 10 + i // 20}
+    else:  # conveyor_drive
+        common |= {"speed": round(1450 * load, 1), "belt_speed": round(1.6 * load, 3), "load": round(100 * load, 1),
+                   "bearing_temp": round(42 + 4 * load, 2), "count_good": 200 + 2 * i}
+    return common
+
+
+@pytest.fixture
+def grafana_data(config: Config, influx: InfluxClient) -> KnownData:
+    """A short run of the centre written to InfluxDB: every machine kind on both sites, with
+    anomaly scores and alerts. This is the one place that decides the test data; it may be
+    replaced by the output of a short simulated run (simulators -> ingest -> analytics)."""
+    import time
+
+    end_ms = (int(time.time()) - 30) * 1000
+    start_ms = end_ms - (SAMPLES - 1) * SAMPLE_S * 1000
+    lines: list[str] = []
+    machines: dict[str, str] = {}
+    for phase, (site, line, machine, kind) in enumerate(
+        (site, line, machine, kind)
+        for site, lines_of_site in PLANT.items()
+        for line, machines_of_line in lines_of_site.items()
+        for machine, kind in machines_of_line
+    ):
+        machines[machine] = site
+        tags = {"tenant": TENANT[site], "site": site, "line": line, "machine": machine, "kind": kind}
+        for i in range(SAMPLES):
+            ts = start_ms + i * SAMPLE_S * 1000
+            final = FINAL_STATE.get(machine, "running")
+            state = final if i >= SAMPLES - 12 else ("changeover" if 30 <= i < 36 else "running")
+            values = _readings(kind, i, state == "running", phase / 3)
+            lines.append(encode_point(TELEMETRY, tags, {"state": state, **values}, ts))
+            # The compressors drift (rising oil temperature) and end above threshold.
+            score = 1.0 + 0.5 * math.sin(i / 5 + phase) + (0.06 * i if kind == "air_compressor" else 0)
+            lines.append(
+                encode_point(
+                    ANOMALY, {**tags, "detector": "zscore"},
+                    {"score": round(score, 3), "threshold": 6.0, "anomalous": score > 6.0,
+                     "signal": "oil_temp" if kind == "air_compressor" else "vibration_rms"},
+                    ts,
+                )
+            )
+        if kind == "air_compressor":
+            alert_tags = {k: v for k, v in tags.items() if k != "kind"}
+            raised = start_ms + 100 * SAMPLE_S * 1000
+            lines.append(encode_point(
+                ALERT, {**alert_tags, "severity": "warning", "state": "raised"},
+                {"id": f"{machine}-zscore-1", "detector": "zscore", "signal": "oil_temp",
+                 "message": f"{machine}: oil_temp above its normal range", "score": 7.1}, raised,
+            ))
+            if site == "kz-turkestan":
+                lines.append(encode_point(
+                    ALERT, {**alert_tags, "severity": "warning", "state": "cleared"},
+                    {"id": f"{machine}-zscore-1", "detector": "zscore", "signal": "oil_temp",
+                     "message": f"{machine}: back to normal", "score": 2.0}, raised + 60_000,
+                ))
+    influx.write(lines)
+    return KnownData(start_ms, end_ms, machines)
+
+
+# --- running the dashboards' queries ----------------------------------------------------------
+
+
+def _variables(board: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [v for v in board.get("templating", {}).get("list", []) if v.get("type") == "query"]
+
+
+def _tag_values(series: list[Series]) -> list[str]:
+    return sorted({str(row[1]) for s in series for row in s.values})
+
+
+def _has_values(series: list[Series]) -> bool:
+    """At least one row with a value besides its time."""
+    return any(
+        any(value is not None for column, value in zip(s.columns, row, strict=False) if column != "time")
+        for s in series
+        for row in s.values
+    )
+
+
+def _selections(board: Mapping[str, Any], influx: InfluxClient, data: KnownData,
+                chosen: dict[str, Any] | None = None,
+                index: int = 0) -> Iterator[dict[str, Any]]:
+    """Every selection of the dashboard's variables a user could make, each variable's options
+    coming from its own query (so a variable depending on another is resolved in order).
+    Multi-value variables take "All"; single-value variables take each option in turn."""
+    chosen = dict(chosen or {})
+    variables = _variables(board)
+    if index == len(variables):
+        yield chosen
+        return
+    variable = variables[index]
+    query = data.expand(variable["query"], chosen)
+    options = _tag_values(influx.query(query))
+    assert options, f"{board['title']}: variable ${variable['name']} has no options ({query})"
+    if variable.get("multi") or variable.get("includeAll"):
+        yield from _selections(board, influx, data, {**chosen, variable["name"]: options}, index + 1)
+    else:
+        for option in options:
+            yield from _selections(board, influx, data, {**chosen, variable["name"]: option}, index + 1)
+
+
+@pytest.fixture(scope="module")
+def boards() -> dict[str, dict[str, Any]]:
+    return grafana.dashboards()
+
+
+def test_every_query_returns_data(grafana_data: KnownData, influx: InfluxClient,
+                                  boards: dict[str, dict[str, Any]]) -> None:
+    checked = 0
+    for name, board in boards.items():
+        selections = list(_selections(board, influx, grafana_data))
+        queries = panel_queries(board)
+        panels = [p for p in board["panels"] if p["type"] != "row"]
+        assert len([q for q in queries if not q.panel.endswith("(variable)")]) >= len(panels), name
+        for query in queries:
+            answered = 0
+            for selection in selections:
+                influxql = grafana_data.expand(query.query, selection)
+                series = influx.query(influxql)  # raises InfluxRejected on invalid InfluxQL
+                answered += _has_values(series)
+            assert answered, (
+                f"{query.dashboard} / {query.panel}: no data for any of {len(selections)} "
+                f"variable selections: {query.query}"
+            )
+            checked += 1
+    assert checked >= 40  # guards against queries silently dropping out of panel_queries
+
+
+def test_machine_detail_reads_the_selected_machine(grafana_data: KnownData, influx: InfluxClient,
+                                                   boards: dict[str, dict[str, Any]]) -> None:
+    state = next(q for q in panel_queries(boards["machine-detail"]) if q.panel == "State now")
+    for machine, final in FINAL_STATE.items():
+        variables = {"site": grafana_data.machines[machine], "machine": machine}
+        series = influx.query(grafana_data.expand(state.query, variables))
+        assert series[0].values[-1][1] == final
+
+
+def test_overview_counts_machines_and_energy(grafana_data: KnownData, influx: InfluxClient,
+                                             boards: dict[str, dict[str, Any]]) -> None:
+    everything = {"site": list(PLANT), "line": [line for lines in PLANT.values() for line in lines]}
+    by_panel = {q.panel: q.query for q in panel_queries(boards["centre-overview"])}
+
+    def value(panel: str) -> Any:
+        return influx.query(grafana_data.expand(by_panel[panel], everything))[0].values[0][1]
+
+    assert value("Machines reporting") == len(grafana_data.machines)
+    assert value("Machines running") == len(grafana_data.machines) - len(FINAL_STATE)
+    assert value("Alerts raised") == 2
+    # Each machine's meter rises by 0.03 * (1 + phase/3) kWh a sample over 119 samples.
+    expected = sum(0.03 * (1 + phase / 3) * (SAMPLES - 1) for phase in range(len(grafana_data.machines)))
+    assert value("Energy used") == pytest.approx(expected, rel=1e-3)
+    # A single site selected narrows every panel to it.
+    one_site = {**everything, "site": ["uz-syrdarya"]}
+    series = influx.query(grafana_data.expand(by_panel["Power per site"], one_site))
+    assert [s.tags["site"] for s in series] == ["uz-syrdarya"]
+
+
+# --- macros -----------------------------------------------------------------------------------
+
+
+def test_expand_macros_like_grafana() -> None:
+    query = 'SELECT MEAN("power") FROM "telemetry" WHERE $timeFilter AND "site" =~ /^$site$/ ' \
+            'AND "machine" =~ /^${machine}$/ GROUP BY time($__interval) fill(none)'
+    expanded = expand_macros(query, start_ms=1000, end_ms=2000, interval="1m",
+                             variables={"site": ["kz-turkestan", "uz.syrdarya"], "machine": "rs-101"})
+    assert expanded == (
+        'SELECT MEAN("power") FROM "telemetry" WHERE time >= 1000ms and time <= 2000ms AND '
+        '"site" =~ /^(kz-turkestan|uz\\.syrdarya)$/ AND "machine" =~ /^rs-101$/ '
+        "GROUP BY time(1m) fill(none)"
+    )
+    assert expand_macros("$__interval_ms [[site]]", start_ms=0, end_ms=1, interval="2s",
+                         variables={"site": ["a"]}) == "2000 a"
+    with pytest.raises(ValueError, match=r"\$sitee"):
+        expand_macros("/^$sitee$/", start_ms=0, end_ms=1, variables={"site": "a"})
+
+
+def test_panel_queries_lists_panels_and_variables(boards: dict[str, dict[str, Any]]) -> None:
+    queries = panel_queries(boards["machine-detail"])
+    assert queries[0] == grafana.PanelQuery(
+        "Machine detail", "$site (variable)", 'SHOW TAG VALUES FROM "telemetry" WITH KEY = "site"'
+    )
+    assert queries[1].panel == "$machine (variable)"
+    titles = {q.panel for q in queries}
+    assert {"State now", "State over time", "Vibration", "Temperatures", "Anomaly score vs threshold",
+            "Alerts"} <= titles
+    # Panels inside a collapsed row are found too.
+    collapsed = {"title": "t", "panels": [{"type": "row", "panels": [
+        {"title": "inner", "targets": [{"refId": "A", "query": "SHOW MEASUREMENTS"}]}]}]}
+    assert panel_queries(collapsed) == [grafana.PanelQuery("t", "inner", "SHOW MEASUREMENTS")]
+
+
+def test_every_panel_reads_the_provisioned_datasource(boards: dict[str, dict[str, Any]]) -> None:
+    for board in boards.values():
+        ids = [p["id"] for p in board["panels"]]
+        assert len(ids) == len(set(ids)), board["title"]
+        for panel in board["panels"]:
+            if panel["type"] == "row":
+                continue
+            assert panel["datasource"] == {"type": "influxdb", "uid": grafana.DATASOURCE_UID}
+            for target in panel["targets"]:
+                assert target["rawQuery"] is True and target["datasource"]["uid"] == grafana.DATASOURCE_UID
+                assert "$timeFilter" in target["query"], f"{panel['title']}: unbounded query"
+
+
+def test_dashboards_read_back_through_the_sdk(boards: dict[str, dict[str, Any]]) -> None:
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+
+    parsed = Dashboard.from_json(boards["centre-overview"])
+    targets = [t for p in parsed.panels if getattr(p, "targets", None) for t in p.targets]
+    assert targets and all(isinstance(t, grafana.InfluxQLQuery) for t in targets)
+    assert grafana.dashboard_json(parsed) == boards["centre-overview"]
+
+
+# --- provisioning files -----------------------------------------------------------------------
+
+
+def _run(argv: Sequence[str], monkeypatch: pytest.MonkeyPatch) -> int:
+    """``birlik dashboards ...`` through the subcommand's own parser."""
+    monkeypatch.delenv("BIRLIK_GRAFANA_INFLUX_URL", raising=False)
+    monkeypatch.delenv("BIRLIK_GRAFANA_DATABASE", raising=False)
+    parser = argparse.ArgumentParser(prog="birlik")
+    grafana_cli.register(parser.add_subparsers(dest="command", required=True), common_options())
+    args = parser.parse_args(["dashboards", *argv])
+    result: int = args.func(args)
+    return result
+
+
+def test_committed_provisioning_is_up_to_date(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    status = _run(["--check", "--out", str(PROVISIONING)], monkeypatch)
+    assert status == 0, "grafana/provisioning is stale; run `birlik dashboards`:\n" + capsys.readouterr().err
+
+
+def test_check_reports_stale_missing_and_foreign_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(["--out", str(tmp_path)], monkeypatch) == 0
+    assert _run(["--check", "--out", str(tmp_path)], monkeypatch) == 0
+    overview = tmp_path / "dashboards" / "centre-overview.json"
+    overview.write_text(overview.read_text().replace("Centre overview", "Centre overview (edited)"))
+    (tmp_path / "dashboards" / "machine-detail.json").unlink()
+    (tmp_path / "dashboards" / "old.json").write_text("{}")
+    capsys.readouterr()
+    assert _run(["--check", "--out", str(tmp_path)], monkeypatch) == 1
+    err = capsys.readouterr().err
+    assert "centre-overview.json: differs" in err
+    assert "machine-detail.json: missing" in err
+    assert "old.json: not generated" in err
+    # Writing again repairs what the code generates (the foreign file is left to the user).
+    assert _run(["--out", str(tmp_path)], monkeypatch) == 0
+    assert "centre-overview.json" in capsys.readouterr().out
+
+
+def test_datasource_file_points_at_influxql() -> None:
+    data = yaml.safe_load((PROVISIONING / "datasources" / "birlik-influxdb.yaml").read_text())
+    assert data["apiVersion"] == 1
+    [source] = data["datasources"]
+    assert source["type"] == "influxdb" and source["uid"] == grafana.DATASOURCE_UID
+    assert source["url"] == "http://influxdb:8086" and source["access"] == "proxy"
+    assert source["jsonData"]["version"] == "InfluxQL"
+    assert source["jsonData"]["dbName"] == source["database"] == "birlik"
+    provider = yaml.safe_load((PROVISIONING / "dashboards" / "birlik.yaml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/etc/grafana/provisioning/dashboards"
+    for name in grafana.DASHBOARDS:
+        assert json.loads((PROVISIONING / "dashboards" / f"{name}.json").read_text())["uid"].startswith("birlik-")
+
+
+def test_datasource_options_and_token_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    argv = ["--out", str(tmp_path), "--influx-url", "https://influx.example:8086", "--database", "plant",
+            "--influx-token-env", "INFLUX_TOKEN"]
+    assert _run(argv, monkeypatch) == 0
+    [source] = yaml.safe_load((tmp_path / "datasources" / "birlik-influxdb.yaml").read_text())["datasources"]
+    assert source["url"] == "https://influx.example:8086"
+    assert source["jsonData"]["dbName"] == "plant"
+    assert source["jsonData"]["httpHeaderName1"] == "Authorization"
+    # Grafana expands ${INFLUX_TOKEN} from its own environment: no secret is written.
+    assert source["secureJsonData"]["httpHeaderValue1"] == "Token ${INFLUX_TOKEN}"
+
+
+def test_selections_cover_every_machine(grafana_data: KnownData, influx: InfluxClient,
+                                        boards: dict[str, dict[str, Any]]) -> None:
+    picked = [(s["site"], s["machine"]) for s in _selections(boards["machine-detail"], influx, grafana_data)]
+    assert sorted(picked) == sorted((site, m) for m, site in grafana_data.machines.items())
+    assert all(isinstance(v, list) for s in _selections(boards["centre-overview"], influx, grafana_data)
+               for v in s.values())
+    assert list(itertools.islice(_selections(boards["predictive-maintenance"], influx, grafana_data), 2))
