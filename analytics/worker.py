@@ -98,7 +98,7 @@ class AnalyticsWorker:
                     continue
                 if path not in self._machines:
                     self._machines[path] = _Machine(
-                        path, tags.get("kind", ""), self.detector_factory(self.config.warmup_samples), self.since_ms
+                        path, tags.get("kind", ""), self.detector_factory(self.config.warmup_samples), self.since_ms - 1
                     )
         self.stats.machines = len(self._machines)
 
@@ -129,7 +129,7 @@ class AnalyticsWorker:
                     read += 1
                     machine.last_ts = max(machine.last_ts, ts)
                     self._score(machine, ts, values, lines, alerts)
-            if machine.last_ts > self.since_ms:
+            if machine.last_ts >= self.since_ms:
                 self.stats.last_ts_by_machine[str(machine.path)] = machine.last_ts
         if lines:
             self.influx.write(lines)

@@ -189,10 +189,14 @@ def _set(config: Config, section: str, key: str, value: Any, where: str, source:
 def _validate(config: Config) -> None:
     mqtt = urlsplit(config.mqtt.url)
     if mqtt.scheme not in ("mqtt", "tcp") or not mqtt.hostname:
-        raise ConfigError(f"mqtt.url {config.mqtt.url!r} must look like mqtt://host:1883")
+        raise ConfigError(
+            f"mqtt.url {config.mqtt.url!r} must look like mqtt://host:1883 (from {config.sources['mqtt.url']})"
+        )
     influx = urlsplit(config.influx.url)
     if influx.scheme not in ("http", "https") or not influx.hostname:
-        raise ConfigError(f"influx.url {config.influx.url!r} must look like http://host:8086")
+        raise ConfigError(
+            f"influx.url {config.influx.url!r} must look like http://host:8086 (from {config.sources['influx.url']})"
+        )
     positive = {
         "ingest.batch_size": config.ingest.batch_size,
         "ingest.flush_interval_s": config.ingest.flush_interval_s,

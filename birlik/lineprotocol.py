@@ -14,17 +14,27 @@ from collections.abc import Iterable, Mapping
 
 from birlik.payload import Telemetry, Value
 
-_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n"})
-_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n"})
-_STRING = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n"})
+_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ "})
+_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
+# A raw newline is allowed inside a quoted string field; InfluxDB does not unescape "\n".
+_STRING = str.maketrans({"\\": "\\\\", '"': '\\"'})
+
+
+def _check_name(text: str, what: str) -> None:
+    # Line protocol cannot carry these in names: a newline ends the point, and a trailing
+    # backslash escapes the separator after it. Topic levels and catalogue names never do.
+    if "\n" in text or text.endswith("\\") or not text:
+        raise ValueError(f"{what} {text!r} cannot be written in line protocol")
 
 
 def escape_measurement(name: str) -> str:
+    _check_name(name, "measurement")
     return name.translate(_MEASUREMENT)
 
 
 def escape_key(text: str) -> str:
     """Escape a tag key, tag value or field key."""
+    _check_name(text, "tag or field name")
     return text.translate(_KEY)
 
 

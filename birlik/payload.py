@@ -192,8 +192,13 @@ def decode_telemetry(
     if len(samples) > MAX_SAMPLES:
         raise PayloadError(Reason.OVERSIZED, f"{len(samples)} samples in one message, the limit is {MAX_SAMPLES}")
     kind = message.get("kind")
-    if kind is not None and not isinstance(kind, str):
-        raise PayloadError(Reason.WRONG_TYPE, f"field 'kind' must be a string, got {type(kind).__name__}")
+    if kind is not None:
+        if not isinstance(kind, str):
+            raise PayloadError(Reason.WRONG_TYPE, f"field 'kind' must be a string, got {type(kind).__name__}")
+        try:
+            check_name("kind", kind)
+        except TopicError as exc:
+            raise PayloadError(Reason.WRONG_TYPE, str(exc)) from None
     if machines is not None:
         known_kind = machines.get(path)
         if known_kind is None:
@@ -332,6 +337,17 @@ def decode_alert(topic: str, payload: bytes) -> Alert:
         raise PayloadError(Reason.NOT_JSON, f"alert is not JSON: {exc}") from None
     if not isinstance(m, dict):
         raise PayloadError(Reason.NOT_OBJECT, "alert must be a JSON object")
+    missing = [
+        k
+        for k in ("id", "state", "severity", "detector", "signal", "score", "threshold", "ts", "message")
+        if k not in m
+    ]
+    if missing:
+        raise PayloadError(Reason.MISSING_FIELD, f"alert is missing {', '.join(missing)}")
+    if m.get("state") not in ("raised", "cleared") or m.get("severity") not in ("warning", "critical"):
+        raise PayloadError(
+            Reason.WRONG_TYPE, f"alert state/severity {m.get('state')!r}/{m.get('severity')!r} is not known"
+        )
     try:
         return Alert(
             path,

@@ -26,7 +26,8 @@ def compose() -> dict[str, Any]:
 
 def _birlik_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
-        name: service for name, service in compose["services"].items()
+        name: service
+        for name, service in compose["services"].items()
         if service.get("image") == BIRLIK_IMAGE or service.get("build") in (".", "./")
     }
 
@@ -66,8 +67,10 @@ def test_commands_are_real_birlik_subcommands(compose: dict[str, Any]) -> None:
 
 def test_dockerfile_builds_the_birlik_entrypoint() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
-    assert dockerfile.splitlines()[[line.startswith("FROM") for line in dockerfile.splitlines()].index(True)] \
+    assert (
+        dockerfile.splitlines()[[line.startswith("FROM") for line in dockerfile.splitlines()].index(True)]
         == "FROM python:3.11-slim"
+    )
     assert "pip install ." in dockerfile
     assert 'ENTRYPOINT ["birlik"]' in dockerfile
     ignored = (REPO / ".dockerignore").read_text().split()
@@ -100,8 +103,11 @@ def test_mounted_files_exist(compose: dict[str, Any]) -> None:
 
 
 def test_mosquitto_allows_anonymous_clients_on_1883() -> None:
-    lines = [line.split() for line in (REPO / "docker/mosquitto/mosquitto.conf").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    lines = [
+        line.split()
+        for line in (REPO / "docker/mosquitto/mosquitto.conf").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert ["allow_anonymous", "true"] in lines
     assert any(words[:2] == ["listener", "1883"] for words in lines)
 

@@ -56,8 +56,9 @@ class KnownData:
 
     def expand(self, query: str, variables: Mapping[str, Any]) -> str:
         """``query`` as Grafana sends it for this run's time range, at a 30 s interval."""
-        return expand_macros(query, start_ms=self.start_ms - 1000, end_ms=self.end_ms + 1000,
-                             interval="30s", variables=variables)
+        return expand_macros(
+            query, start_ms=self.start_ms - 1000, end_ms=self.end_ms + 1000, interval="30s", variables=variables
+        )
 
 
 def _readings(kind: str, i: int, running: bool, phase: float) -> dict[str, float | int | str]:
@@ -74,18 +75,37 @@ def _readings(kind: str, i: int, running: bool, phase: float) -> dict[str, float
         "ambient_temp": round(21 + 0.3 * wave, 2),
     }
     if kind == "centrifugal_pump":
-        common |= {"speed": 2950.0 * (load > 0), "flow": round(120 * load, 2), "suction_pressure": 0.6,
-                   "discharge_pressure": round(5.8 * load, 3), "bearing_temp": round(48 + 5 * load, 2)}
+        common |= {
+            "speed": 2950.0 * (load > 0),
+            "flow": round(120 * load, 2),
+            "suction_pressure": 0.6,
+            "discharge_pressure": round(5.8 * load, 3),
+            "bearing_temp": round(48 + 5 * load, 2),
+        }
     elif kind == "air_compressor":
-        common |= {"speed": 1480.0 * (load > 0), "load": round(100 * load, 1), "flow": round(6 * load, 2),
-                   "discharge_pressure": round(7.5 * load, 3), "discharge_temp": round(80 + 0.1 * i, 2),
-                   "oil_temp": round(70 + 0.05 * i, 2)}
+        common |= {
+            "speed": 1480.0 * (load > 0),
+            "load": round(100 * load, 1),
+            "flow": round(6 * load, 2),
+            "discharge_pressure": round(7.5 * load, 3),
+            "discharge_temp": round(80 + 0.1 * i, 2),
+            "oil_temp": round(70 + 0.05 * i, 2),
+        }
     elif kind == "spinning_frame":
-        common |= {"spindle_speed": round(17_000 * load, 1), "bearing_temp": round(45 + 4 * load, 2),
-                   "count_good": 500 + 3 * i, "count_scrap": 10 + i // 20}
+        common |= {
+            "spindle_speed": round(17_000 * load, 1),
+            "bearing_temp": round(45 + 4 * load, 2),
+            "count_good": 500 + 3 * i,
+            "count_scrap": 10 + i // 20,
+        }
     else:  # conveyor_drive
-        common |= {"speed": round(1450 * load, 1), "belt_speed": round(1.6 * load, 3), "load": round(100 * load, 1),
-                   "bearing_temp": round(42 + 4 * load, 2), "count_good": 200 + 2 * i}
+        common |= {
+            "speed": round(1450 * load, 1),
+            "belt_speed": round(1.6 * load, 3),
+            "load": round(100 * load, 1),
+            "bearing_temp": round(42 + 4 * load, 2),
+            "count_good": 200 + 2 * i,
+        }
     return common
 
 
@@ -118,26 +138,49 @@ def grafana_data(config: Config, influx: InfluxClient) -> KnownData:
             score = 1.0 + 0.5 * math.sin(i / 5 + phase) + (0.06 * i if kind == "air_compressor" else 0)
             lines.append(
                 encode_point(
-                    ANOMALY, {**tags, "detector": "zscore"},
-                    {"score": round(score, 3), "threshold": 6.0, "anomalous": score > 6.0,
-                     "signal": "oil_temp" if kind == "air_compressor" else "vibration_rms"},
+                    ANOMALY,
+                    {**tags, "detector": "zscore"},
+                    {
+                        "score": round(score, 3),
+                        "threshold": 6.0,
+                        "anomalous": score > 6.0,
+                        "signal": "oil_temp" if kind == "air_compressor" else "vibration_rms",
+                    },
                     ts,
                 )
             )
         if kind == "air_compressor":
             alert_tags = {k: v for k, v in tags.items() if k != "kind"}
             raised = start_ms + 100 * SAMPLE_S * 1000
-            lines.append(encode_point(
-                ALERT, {**alert_tags, "severity": "warning", "state": "raised"},
-                {"id": f"{machine}-zscore-1", "detector": "zscore", "signal": "oil_temp",
-                 "message": f"{machine}: oil_temp above its normal range", "score": 7.1}, raised,
-            ))
+            lines.append(
+                encode_point(
+                    ALERT,
+                    {**alert_tags, "severity": "warning", "state": "raised"},
+                    {
+                        "id": f"{machine}-zscore-1",
+                        "detector": "zscore",
+                        "signal": "oil_temp",
+                        "message": f"{machine}: oil_temp above its normal range",
+                        "score": 7.1,
+                    },
+                    raised,
+                )
+            )
             if site == "kz-turkestan":
-                lines.append(encode_point(
-                    ALERT, {**alert_tags, "severity": "warning", "state": "cleared"},
-                    {"id": f"{machine}-zscore-1", "detector": "zscore", "signal": "oil_temp",
-                     "message": f"{machine}: back to normal", "score": 2.0}, raised + 60_000,
-                ))
+                lines.append(
+                    encode_point(
+                        ALERT,
+                        {**alert_tags, "severity": "warning", "state": "cleared"},
+                        {
+                            "id": f"{machine}-zscore-1",
+                            "detector": "zscore",
+                            "signal": "oil_temp",
+                            "message": f"{machine}: back to normal",
+                            "score": 2.0,
+                        },
+                        raised + 60_000,
+                    )
+                )
     influx.write(lines)
     return KnownData(start_ms, end_ms, machines)
 
@@ -162,9 +205,13 @@ def _has_values(series: list[Series]) -> bool:
     )
 
 
-def _selections(board: Mapping[str, Any], influx: InfluxClient, data: KnownData,
-                chosen: dict[str, Any] | None = None,
-                index: int = 0) -> Iterator[dict[str, Any]]:
+def _selections(
+    board: Mapping[str, Any],
+    influx: InfluxClient,
+    data: KnownData,
+    chosen: dict[str, Any] | None = None,
+    index: int = 0,
+) -> Iterator[dict[str, Any]]:
     """Every selection of the dashboard's variables a user could make, each variable's options
     coming from its own query (so a variable depending on another is resolved in order).
     Multi-value variables take "All"; single-value variables take each option in turn."""
@@ -189,8 +236,9 @@ def boards() -> dict[str, dict[str, Any]]:
     return grafana.dashboards()
 
 
-def test_every_query_returns_data(grafana_data: KnownData, influx: InfluxClient,
-                                  boards: dict[str, dict[str, Any]]) -> None:
+def test_every_query_returns_data(
+    grafana_data: KnownData, influx: InfluxClient, boards: dict[str, dict[str, Any]]
+) -> None:
     checked = 0
     for name, board in boards.items():
         selections = list(_selections(board, influx, grafana_data))
@@ -211,8 +259,9 @@ def test_every_query_returns_data(grafana_data: KnownData, influx: InfluxClient,
     assert checked >= 40  # guards against queries silently dropping out of panel_queries
 
 
-def test_machine_detail_reads_the_selected_machine(grafana_data: KnownData, influx: InfluxClient,
-                                                   boards: dict[str, dict[str, Any]]) -> None:
+def test_machine_detail_reads_the_selected_machine(
+    grafana_data: KnownData, influx: InfluxClient, boards: dict[str, dict[str, Any]]
+) -> None:
     state = next(q for q in panel_queries(boards["machine-detail"]) if q.panel == "State now")
     for machine, final in FINAL_STATE.items():
         variables = {"site": grafana_data.machines[machine], "machine": machine}
@@ -220,8 +269,9 @@ def test_machine_detail_reads_the_selected_machine(grafana_data: KnownData, infl
         assert series[0].values[-1][1] == final
 
 
-def test_overview_counts_machines_and_energy(grafana_data: KnownData, influx: InfluxClient,
-                                             boards: dict[str, dict[str, Any]]) -> None:
+def test_overview_counts_machines_and_energy(
+    grafana_data: KnownData, influx: InfluxClient, boards: dict[str, dict[str, Any]]
+) -> None:
     everything = {"site": list(PLANT), "line": [line for lines in PLANT.values() for line in lines]}
     by_panel = {q.panel: q.query for q in panel_queries(boards["centre-overview"])}
 
@@ -244,17 +294,26 @@ def test_overview_counts_machines_and_energy(grafana_data: KnownData, influx: In
 
 
 def test_expand_macros_like_grafana() -> None:
-    query = 'SELECT MEAN("power") FROM "telemetry" WHERE $timeFilter AND "site" =~ /^$site$/ ' \
-            'AND "machine" =~ /^${machine}$/ GROUP BY time($__interval) fill(none)'
-    expanded = expand_macros(query, start_ms=1000, end_ms=2000, interval="1m",
-                             variables={"site": ["kz-turkestan", "uz.syrdarya"], "machine": "rs-101"})
+    query = (
+        'SELECT MEAN("power") FROM "telemetry" WHERE $timeFilter AND "site" =~ /^$site$/ '
+        'AND "machine" =~ /^${machine}$/ GROUP BY time($__interval) fill(none)'
+    )
+    expanded = expand_macros(
+        query,
+        start_ms=1000,
+        end_ms=2000,
+        interval="1m",
+        variables={"site": ["kz-turkestan", "uz.syrdarya"], "machine": "rs-101"},
+    )
     assert expanded == (
         'SELECT MEAN("power") FROM "telemetry" WHERE time >= 1000ms and time <= 2000ms AND '
         '"site" =~ /^(kz-turkestan|uz\\.syrdarya)$/ AND "machine" =~ /^rs-101$/ '
         "GROUP BY time(1m) fill(none)"
     )
-    assert expand_macros("$__interval_ms [[site]]", start_ms=0, end_ms=1, interval="2s",
-                         variables={"site": ["a"]}) == "2000 a"
+    assert (
+        expand_macros("$__interval_ms [[site]]", start_ms=0, end_ms=1, interval="2s", variables={"site": ["a"]})
+        == "2000 a"
+    )
     with pytest.raises(ValueError, match=r"\$sitee"):
         expand_macros("/^$sitee$/", start_ms=0, end_ms=1, variables={"site": "a"})
 
@@ -266,11 +325,21 @@ def test_panel_queries_lists_panels_and_variables(boards: dict[str, dict[str, An
     )
     assert queries[1].panel == "$machine (variable)"
     titles = {q.panel for q in queries}
-    assert {"State now", "State over time", "Vibration", "Temperatures", "Anomaly score vs threshold",
-            "Alerts"} <= titles
+    assert {
+        "State now",
+        "State over time",
+        "Vibration",
+        "Temperatures",
+        "Anomaly score vs threshold",
+        "Alerts",
+    } <= titles
     # Panels inside a collapsed row are found too.
-    collapsed = {"title": "t", "panels": [{"type": "row", "panels": [
-        {"title": "inner", "targets": [{"refId": "A", "query": "SHOW MEASUREMENTS"}]}]}]}
+    collapsed = {
+        "title": "t",
+        "panels": [
+            {"type": "row", "panels": [{"title": "inner", "targets": [{"refId": "A", "query": "SHOW MEASUREMENTS"}]}]}
+        ],
+    }
     assert panel_queries(collapsed) == [grafana.PanelQuery("t", "inner", "SHOW MEASUREMENTS")]
 
 
@@ -310,14 +379,16 @@ def _run(argv: Sequence[str], monkeypatch: pytest.MonkeyPatch) -> int:
     return result
 
 
-def test_committed_provisioning_is_up_to_date(monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_committed_provisioning_is_up_to_date(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     status = _run(["--check", "--out", str(PROVISIONING)], monkeypatch)
     assert status == 0, "grafana/provisioning is stale; run `birlik dashboards`:\n" + capsys.readouterr().err
 
 
-def test_check_reports_stale_missing_and_foreign_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_reports_stale_missing_and_foreign_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert _run(["--out", str(tmp_path)], monkeypatch) == 0
     assert _run(["--check", "--out", str(tmp_path)], monkeypatch) == 0
     overview = tmp_path / "dashboards" / "centre-overview.json"
@@ -350,8 +421,16 @@ def test_datasource_file_points_at_influxql() -> None:
 
 
 def test_datasource_options_and_token_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    argv = ["--out", str(tmp_path), "--influx-url", "https://influx.example:8086", "--database", "plant",
-            "--influx-token-env", "INFLUX_TOKEN"]
+    argv = [
+        "--out",
+        str(tmp_path),
+        "--influx-url",
+        "https://influx.example:8086",
+        "--database",
+        "plant",
+        "--influx-token-env",
+        "INFLUX_TOKEN",
+    ]
     assert _run(argv, monkeypatch) == 0
     [source] = yaml.safe_load((tmp_path / "datasources" / "birlik-influxdb.yaml").read_text())["datasources"]
     assert source["url"] == "https://influx.example:8086"
@@ -361,10 +440,86 @@ def test_datasource_options_and_token_header(tmp_path: Path, monkeypatch: pytest
     assert source["secureJsonData"]["httpHeaderValue1"] == "Token ${INFLUX_TOKEN}"
 
 
-def test_selections_cover_every_machine(grafana_data: KnownData, influx: InfluxClient,
-                                        boards: dict[str, dict[str, Any]]) -> None:
+def test_selections_cover_every_machine(
+    grafana_data: KnownData, influx: InfluxClient, boards: dict[str, dict[str, Any]]
+) -> None:
     picked = [(s["site"], s["machine"]) for s in _selections(boards["machine-detail"], influx, grafana_data)]
     assert sorted(picked) == sorted((site, m) for m, site in grafana_data.machines.items())
-    assert all(isinstance(v, list) for s in _selections(boards["centre-overview"], influx, grafana_data)
-               for v in s.values())
+    assert all(
+        isinstance(v, list) for s in _selections(boards["centre-overview"], influx, grafana_data) for v in s.values()
+    )
     assert list(itertools.islice(_selections(boards["predictive-maintenance"], influx, grafana_data), 2))
+
+
+# --- after a short simulated run through the platform ------------------------------------------
+
+SIM_PLANT = {
+    "sample_interval": "5s",
+    "sites": [
+        {
+            "id": site,
+            "lines": [
+                {
+                    "id": f"line-{n}",
+                    "tenant": tenant,
+                    "machines": [
+                        {
+                            "id": f"pump-{n}",
+                            "kind": "centrifugal_pump",
+                            "faults": [{"type": "bearing_wear", "start": "15m", "failure": "55m"}],
+                        },
+                        {"id": f"comp-{n}", "kind": "air_compressor"},
+                        {"id": f"rs-{n}", "kind": "spinning_frame", "params": {"doff_every_s": 1800}},
+                        {"id": f"cv-{n}", "kind": "conveyor_drive"},
+                    ],
+                }
+            ],
+        }
+        for n, (site, tenant) in enumerate((("kz-turkestan", "ontustik-textile"), ("uz-syrdarya", "sirdaryo-agro")), 1)
+    ],
+}
+
+
+@pytest.mark.slow
+async def test_every_query_returns_data_after_a_short_simulated_run(
+    config: Config, influx: InfluxClient, boards: dict[str, dict[str, Any]]
+) -> None:
+    """Simulators -> gateway -> MQTT -> ingest -> InfluxDB -> analytics, then every panel."""
+    import asyncio
+    import time
+
+    from analytics.alerts import LogChannel
+    from analytics.detectors import DETECTORS
+    from analytics.worker import AnalyticsWorker
+    from birlik.plant import parse_plant
+    from gateway.drivers import SimulatorDriver
+    from gateway.publisher import MqttPublisher
+    from gateway.service import Clock, run_gateway
+    from tests.helpers import running_ingest, wait_for
+
+    plant = parse_plant(SIM_PLANT, "grafana-test-plant")
+    end_ms = int(time.time() * 1000)
+    start_ms = end_ms - 70 * 60 * 1000
+    async with running_ingest(config, machines=plant.registry()) as ingest:
+        driver = SimulatorDriver(plant, seed=5, start_ms=start_ms)
+        publisher = MqttPublisher(config.mqtt, client_id=f"gw-grafana-{config.influx.database}")
+        publisher.connect()
+        try:
+            await asyncio.to_thread(
+                run_gateway, "gw-grafana", driver, publisher, Clock(start_ms, 0), end_ms=end_ms, batch=20
+            )
+        finally:
+            publisher.close()
+        await wait_for(lambda: ingest.stats.readings_written >= publisher.stats.readings)
+    worker = AnalyticsWorker(
+        influx, config.analytics, detector_factory=DETECTORS["zscore"], channels=[LogChannel()], since_ms=start_ms
+    )
+    stats = worker.run(once=True)
+    assert stats.alerts_raised >= 2  # the two pumps' bearings
+
+    run = KnownData(start_ms, end_ms, {m.id: m.path.site for m in plant.machines()})
+    for name, board in boards.items():
+        selections = list(_selections(board, influx, run))
+        for query in panel_queries(board):
+            answered = sum(_has_values(influx.query(run.expand(query.query, s))) for s in selections)
+            assert answered, f"{name} / {query.panel}: no data after a simulated run: {query.query}"

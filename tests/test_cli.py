@@ -1,0 +1,89 @@
+"""The ``birlik`` command as a user runs it: help, configuration errors, bad plant files."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from birlik.cli import build_parser
+from birlik.stack import birlik_command
+
+SUBCOMMANDS = ["demo", "gateway", "ingest", "analytics", "simulate", "dashboards", "servers", "bench", "config"]
+
+
+def birlik(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run(
+        [*birlik_command(), *args], capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})}
+    )
+
+
+def test_every_subcommand_is_registered() -> None:
+    choices = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert sorted(choices) == sorted(SUBCOMMANDS)
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_help_describes_each_subcommand(command: str) -> None:
+    result = birlik(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage: birlik " + command in result.stdout
+    assert "--config" in result.stdout
+
+
+def test_config_shows_sources_and_hides_secrets(tmp_path: Path) -> None:
+    path = tmp_path / "birlik.toml"
+    path.write_text('[influx]\nurl = "http://influx.example:8086"\ntoken = "s3cret"\n')
+    result = birlik("config", "--config", str(path), env={"BIRLIK_MQTT_URL": "mqtt://broker.example:1884"})
+    assert result.returncode == 0, result.stderr
+    assert "url = 'http://influx.example:8086'    # " + str(path) in result.stdout
+    assert "url = 'mqtt://broker.example:1884'    # BIRLIK_MQTT_URL" in result.stdout
+    assert "s3cret" not in result.stdout and "token = ***" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[ingest]\nbatch_size = 'many'\n", "batch_size must be int"),
+        ("[ingest\n", "is not valid TOML"),
+        ("[ingestion]\n", "unknown section [ingestion]"),
+        ("[mqtt]\nurl = 'http://x'\n", "must look like mqtt://host:1883"),
+    ],
+)
+def test_a_broken_config_file_is_a_clear_error_not_a_traceback(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    result = birlik("ingest", "--config", str(path))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_broken_plant_file_is_a_clear_error(tmp_path: Path) -> None:
+    plant = tmp_path / "plant.yaml"
+    plant.write_text("sites:\n  - id: Bad Site\n    lines: []\n")
+    result = birlik("simulate", "--plant", str(plant))
+    assert result.returncode == 2
+    assert "site name 'Bad Site' is not valid" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_simulate_lists_the_centre_and_prints_a_machine() -> None:
+    listing = birlik("simulate")
+    assert listing.returncode == 0, listing.stderr
+    assert "site kz-turkestan" in listing.stdout and "site uz-syrdarya" in listing.stdout
+    assert "pump-302" in listing.stdout and "bearing_wear" in listing.stdout
+    csv = birlik("simulate", "--machine", "pump-302", "--duration", "10m", "--start", "2026-06-01T12:00:00Z")
+    assert csv.returncode == 0, csv.stderr
+    lines = csv.stdout.splitlines()
+    assert lines[0].startswith("time,state,speed,flow")
+    assert len(lines) == 1 + 10 * 60 // 5 + 1
+
+
+def test_bench_lists_its_benchmarks() -> None:
+    result = birlik("bench", "--list")
+    assert result.returncode == 0
+    assert result.stdout.startswith("pipeline")
