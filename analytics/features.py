@@ -18,8 +18,9 @@ def features(values: Mapping[str, Any]) -> dict[str, float] | None:
     """The condition signals of a sample taken while running, or None if it is not scored.
 
     Samples in any state but ``running`` are left out: idle and stopped machines are not
-    compared with running ones. Temperatures become rises over the ambient temperature when it is reported, so a hot
-    afternoon in Turkestan is not taken for an overheating bearing.
+    compared with running ones. Temperatures become rises over the ambient temperature
+    when it is reported, so a hot afternoon in Turkestan is not taken for an overheating
+    bearing.
     """
     state = values.get("state")
     if state is not None and state != "running":

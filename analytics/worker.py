@@ -52,6 +52,8 @@ class _Machine:
     kind: str
     detector: Detector
     last_ts: int
+    #: Samples from this device time on count as thermally settled (None: not running).
+    settled_from: int | None = 0
 
 
 def _series_key_tags(key: str) -> dict[str, str]:
@@ -141,12 +143,21 @@ class AnalyticsWorker:
         return read
 
     def _score(self, m: _Machine, ts: int, values: dict[str, Any], lines: list[str], alerts: list[Alert]) -> None:
+        if values.get("state", "running") != "running":
+            m.settled_from = None
+            return
         x = features(values)
         if x is None:
             return
+        if m.settled_from is None:  # just started again: temperatures are still rising
+            m.settled_from = ts + int(self.config.settle_s * 1000)
         detector = m.detector
         if not detector.ready:
-            detector.learn_one(x)
+            # Learn only from settled running samples, or a baseline learned during a warm-up
+            # transient would make the settled machine look abnormal. A machine first seen
+            # running is taken as settled.
+            if ts >= m.settled_from:
+                detector.learn_one(x)
             return
         score = detector.score_one(x)
         signal = detector.explain_one(x)

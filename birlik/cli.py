@@ -31,12 +31,14 @@ def setup_logging(level: str) -> None:
 
 
 def terminate_gracefully() -> None:
-    """Turn SIGTERM into KeyboardInterrupt, so services stop the same way as on Ctrl-C."""
+    """Stop the same way on SIGTERM as on Ctrl-C: both raise KeyboardInterrupt."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    # A process started in the background of a script inherits SIGINT as ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def common_options() -> argparse.ArgumentParser:
