@@ -56,6 +56,12 @@ _CATALOGUE = (
     Signal("suction_pressure", "bar", "gauge", -1, 100, "suction (inlet) pressure, gauge"),
     Signal("discharge_pressure", "bar", "gauge", -1, 500, "discharge (outlet) pressure, gauge"),
     Signal("flow", "m3/h", "gauge", 0, 100_000, "volume flow"),
+    Signal("differential_pressure", "bar", "gauge", -1, 50, "pressure drop across a filter or strainer"),
+    Signal("melt_pressure", "bar", "gauge", 0, 1_000, "melt pressure at the extruder die"),
+    Signal("barrel_temp", "degC", "gauge", -50, 400, "extruder barrel temperature"),
+    Signal("fluid_temp", "degC", "gauge", -50, 300, "temperature of the pumped fluid"),
+    Signal("voltage", "V", "gauge", 0, 1_000, "supply voltage, line to line"),
+    Signal("accel_rms", "g", "gauge", 0, 50, "vibration acceleration, RMS"),
     Signal("count_good", "count", "counter", 0, 1e15, "cumulative good units produced"),
     Signal("count_scrap", "count", "counter", 0, 1e15, "cumulative scrap units"),
 )
