@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("bench")
 
@@ -39,9 +40,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("name", nargs="?", help="benchmark to run (--list shows them)")
     p.add_argument("--list", action="store_true", help="list the benchmarks")
     p.add_argument("--state-dir", type=Path, default=None, help="data and logs (default: .state/bench-<name>)")
-    p.add_argument("--sim-duration", default="3h", help="pipeline: simulated plant time to push through (default: 3h)")
+    p.add_argument("--sim-duration", default="3h", help="simulated plant time per run (default: 3h)")
     p.add_argument("--batch", type=int, default=1, help="pipeline: samples per message (default: 1)")
     p.add_argument("--timeout", type=float, default=300, help="give up after this many seconds (default: 300)")
+    p.add_argument("--seconds", type=float, default=10, help="simulators: wall seconds per measurement (default: 10)")
+    p.add_argument("--seeds", type=int, default=5, help="detection: simulation seeds to run (default: 5)")
+    p.add_argument("--plant", default=None, help="detection: plant description (default: the built-in centre)")
     p.set_defaults(func=run)
 
 
@@ -145,3 +149,150 @@ def _iso(ms: int) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+@benchmark(
+    "detection", "alerts vs the simulators' ground truth over several seeds: detections, lead time, false alarms"
+)
+def detection(args: argparse.Namespace) -> dict[str, object]:
+    import dataclasses
+
+    from analytics.alerts import LogChannel
+    from analytics.detectors import DETECTORS
+    from analytics.worker import AnalyticsWorker
+    from birlik.config import load_config
+    from birlik.influx import InfluxClient, InfluxSettings
+    from birlik.plant import load_plant, parse_duration
+    from birlik.servers import Supervisor
+    from simulators.backfill import backfill
+    from simulators.fleet import Fleet
+
+    plant = load_plant(args.plant)
+    span_ms = int(parse_duration(args.sim_duration, "--sim-duration") * 1000)
+    analytics = dataclasses.replace(load_config(args.config).analytics, **DEMO_ANALYTICS)
+    logging.getLogger("analytics").setLevel(logging.WARNING)
+    logging.getLogger("analytics.alerts").setLevel(logging.ERROR)
+    faults = detected = false_alarms = 0
+    leads: list[float] = []
+    machine_days = 0.0
+    with Supervisor(args.state_dir) as supervisor:
+        server = supervisor.start_influxdb()
+        for seed in range(1, args.seeds + 1):
+            # Each seed also starts at another time of day: the ambient cycle is part of the test.
+            start_ms = 1_763_856_000_000 + seed * 7 * 3600 * 1000
+            settings = InfluxSettings(url=server.url, database=f"seed{seed}")
+            with InfluxClient(settings) as influx:
+                influx.create_database()
+                backfill(plant, influx, start_ms=start_ms, end_ms=start_ms + span_ms, seed=seed)
+                worker = AnalyticsWorker(
+                    influx,
+                    analytics,
+                    detector_factory=DETECTORS[analytics.detector],
+                    channels=[LogChannel()],
+                    since_ms=start_ms,
+                )
+                worker.run(once=True)
+                raised = influx.query(
+                    'SELECT "id" FROM "alert" WHERE "state" = \'raised\' GROUP BY "tenant", "site", "line", "machine"'
+                )
+            alerts: dict[str, list[int]] = {}
+            for s in raised:
+                path = "/".join(s.tags[k] for k in ("tenant", "site", "line", "machine"))
+                alerts[path] = [row[0] for row in s.values]
+            truth = {
+                g.machine: g
+                for g in Fleet(plant, seed=seed, start_ms=start_ms).ground_truth()
+                if g.onset_ms < start_ms + span_ms
+            }
+            seed_false = 0
+            for machine, times in alerts.items():
+                g = truth.get(machine)
+                seed_false += sum(1 for t in times if g is None or not g.onset_ms <= t <= g.failure_ms)
+            seed_detected = 0
+            for machine, g in truth.items():
+                hits = [t for t in alerts.get(machine, []) if g.onset_ms <= t <= g.failure_ms]
+                if hits:
+                    seed_detected += 1
+                    leads.append((g.failure_ms - min(hits)) / 60_000)
+            faults += len(truth)
+            detected += seed_detected
+            false_alarms += seed_false
+            machine_days += len(list(plant.machines())) * span_ms / 86_400_000
+            log.info("seed %d: %d/%d faults detected, %d false alarms", seed, seed_detected, len(truth), seed_false)
+    return {
+        "seeds": args.seeds,
+        "faults": faults,
+        "detected": detected,
+        "mean_lead_min": round(sum(leads) / len(leads), 1) if leads else 0,
+        "false_alarms": false_alarms,
+        "false_alarms_per_machine_day": round(false_alarms / machine_days, 3) if machine_days else 0,
+    }
+
+
+#: The analytics settings the demo runs with (5 s samples, accelerated clock).
+DEMO_ANALYTICS: dict[str, Any] = {"poll_interval_s": 1.0, "warmup_samples": 120, "raise_after": 5, "clear_after": 60}
+
+
+@benchmark("simulators", "machine-days simulated per wall second, with publishing off and through the gateway")
+def simulators(args: argparse.Namespace) -> dict[str, object]:
+    from birlik.plant import load_plant
+    from birlik.servers import Supervisor
+    from birlik.stack import Stack
+
+    plant = load_plant(args.plant)
+    machines = len(list(plant.machines()))
+    start_ms = 1_763_856_000_000
+
+    # Publishing off: the models alone, for a bounded wall time.
+    from simulators.fleet import Fleet
+
+    fleet = Fleet(plant, seed=1, start_ms=start_ms)
+    samples = 0
+    t0 = time.monotonic()
+    chunk_ms = int(plant.sample_interval_s * 1000) * 100
+    until = start_ms
+    while time.monotonic() - t0 < args.seconds:
+        until += chunk_ms
+        samples += sum(1 for _ in fleet.advance(until))
+    elapsed = time.monotonic() - t0
+    machine_days = samples * plant.sample_interval_s / 86_400
+    log.info(
+        "models: %d samples of %d machines (%.1f machine-days) in %.1f s", samples, machines, machine_days, elapsed
+    )
+
+    # Publishing through the gateway to a real broker, as fast as it goes.
+    with Supervisor(args.state_dir) as supervisor:
+        stack = Stack(supervisor)
+        stack.start_servers()
+        results = {}
+        for batch in (1, 60):
+            name = f"gateway-batch{batch}"
+            g0 = time.monotonic()
+            child = stack.start_service(
+                name,
+                [
+                    "gateway",
+                    "--speed",
+                    "0",
+                    "--start",
+                    _iso(start_ms),
+                    "--seconds",
+                    str(args.seconds),
+                    "--batch",
+                    str(batch),
+                ],
+            )
+            child.process.wait(args.seconds + 120)
+            stats = stack.stats(name)
+            results[batch] = stats.get("acked", 0) and stats.get("readings", 0) / (time.monotonic() - g0)
+            log.info(
+                "gateway, %d sample(s) a message: %s readings acknowledged", batch, f"{stats.get('readings', 0):,}"
+            )
+    return {
+        "machine_days_per_s": round(machine_days / elapsed, 2),
+        "samples_per_s": round(samples / elapsed),
+        "published_readings_per_s": round(results[1]),
+        "published_readings_per_s_batch60": round(results[60]),
+        "machines": machines,
+        "sample_interval_s": plant.sample_interval_s,
+    }

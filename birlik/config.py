@@ -97,8 +97,8 @@ class AnalyticsConfig:
     #: Samples used to learn each machine's normal behaviour before scoring.
     warmup_samples: int = 60
     #: After a machine starts running again, device-time seconds before its samples are
-    #: learned from: temperatures need about a thermal time constant to settle.
-    settle_s: float = 900.0
+    #: learned from: temperatures need two or three thermal time constants to settle.
+    settle_s: float = 3600.0
     threshold: float = 6.0
     #: Consecutive anomalous samples that raise an alert, and normal ones that clear it.
     raise_after: int = 5

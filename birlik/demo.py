@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
+    from birlik.bench import DEMO_ANALYTICS
     from birlik.cli import terminate_gracefully
     from birlik.influx import InfluxClient, InfluxSettings
     from birlik.payload import PayloadError, decode_alert
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             stack.start_servers(
                 ingest={"plant": plant_file},
-                analytics={"poll_interval_s": 1.0, "warmup_samples": 120, "raise_after": 5, "clear_after": 60},
+                analytics=DEMO_ANALYTICS,
             )
         except ServerError as exc:
             log.error("%s", exc)

@@ -24,12 +24,18 @@ class Clock:
     start_ms: int
     speed: float = 1.0
 
+    #: At full speed, how far device time advances per reading of the clock: one minute, so
+    #: a gateway loop at full speed still checks its stop conditions often.
+    FULL_SPEED_STEP_MS = 60_000
+
     def __post_init__(self) -> None:
         self._t0 = time.monotonic()
+        self._full_speed_ms = self.start_ms
 
     def now_ms(self) -> int:
         if self.speed == 0:
-            return 2**62
+            self._full_speed_ms += self.FULL_SPEED_STEP_MS
+            return self._full_speed_ms
         return self.start_ms + int((time.monotonic() - self._t0) * self.speed * 1000)
 
 
