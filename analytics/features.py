@@ -10,7 +10,9 @@ from birlik.signals import SIGNALS
 #: Condition signals: what degrades when a machine does. Process variables (load, flow,
 #: pressures, power, speed) follow production, not health; scoring them here would alarm on
 #: every change of demand. A per-machine multivariate model can relate the two later.
-CONDITION_SIGNALS = frozenset({"vibration_rms", "bearing_temp", "motor_temp", "oil_temp", "discharge_temp"})
+CONDITION_SIGNALS = frozenset(
+    {"vibration_rms", "accel_rms", "accel2_rms", "bearing_temp", "motor_temp", "oil_temp", "discharge_temp"}
+)
 assert SIGNALS.keys() >= CONDITION_SIGNALS
 
 

@@ -62,6 +62,7 @@ _CATALOGUE = (
     Signal("fluid_temp", "degC", "gauge", -50, 300, "temperature of the pumped fluid"),
     Signal("voltage", "V", "gauge", 0, 1_000, "supply voltage, line to line"),
     Signal("accel_rms", "g", "gauge", 0, 50, "vibration acceleration, RMS"),
+    Signal("accel2_rms", "g", "gauge", 0, 50, "vibration acceleration, RMS, second sensor"),
     Signal("count_good", "count", "counter", 0, 1e15, "cumulative good units produced"),
     Signal("count_scrap", "count", "counter", 0, 1e15, "cumulative scrap units"),
 )

@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("--start", default="now-2h", help="simulated start: now-2h or ISO time (default: %(default)s)")
     p.add_argument("--seed", type=int, default=1, help="simulation seed (default: %(default)s)")
     p.add_argument("--every", type=int, default=1, help="print every N-th sample (default: %(default)s)")
+    p.add_argument(
+        "--plot", metavar="PNG", default=None, help="with --machine: draw its signals and faults to this PNG file"
+    )
     p.set_defaults(func=run)
 
 
@@ -66,7 +69,15 @@ def run(args: argparse.Namespace) -> int:
         log.error("no machine %r in %s (machines: %s)", args.machine, plant.source, ", ".join(sorted(models)))
         return 2
     machine, model = models[args.machine]
+    truth = [g for g in fleet.ground_truth() if g.machine == str(machine.path)]
     fleet.models = [(machine, model)]  # step only this machine: the others are independent
+    if args.plot:
+        from simulators.plot import plot_machine
+
+        rows = [(ts, values) for _, ts, values in fleet.advance(fleet.start_ms + span_ms)]
+        plot_machine(machine, list(model.signals), rows, truth, args.plot)
+        print(f"wrote {args.plot}: {machine.id} ({machine.kind}), {len(rows)} samples", file=sys.stderr)
+        return 0
     writer = csv.writer(sys.stdout)
     columns = list(model.signals)
     writer.writerow(["time", *columns])

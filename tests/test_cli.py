@@ -87,3 +87,11 @@ def test_bench_lists_its_benchmarks() -> None:
     result = birlik("bench", "--list")
     assert result.returncode == 0
     assert result.stdout.startswith("pipeline")
+
+
+def test_simulate_plots_a_machine(tmp_path: Path) -> None:
+    png = tmp_path / "pump.png"
+    result = birlik("simulate", "--machine", "pump-302", "--duration", "90m", "--start", "now-90m", "--plot", str(png))
+    assert result.returncode == 0, result.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 20_000  # a real figure, not an empty canvas

@@ -46,7 +46,7 @@ def test_nothing_to_score_is_none() -> None:
 
 
 def test_condition_signals() -> None:
-    expected = {"vibration_rms", "bearing_temp", "motor_temp", "oil_temp", "discharge_temp"}
+    expected = {"vibration_rms", "accel_rms", "accel2_rms", "bearing_temp", "motor_temp", "oil_temp", "discharge_temp"}
     assert expected == CONDITION_SIGNALS
 
 

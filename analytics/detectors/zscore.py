@@ -25,7 +25,7 @@ import numpy as np
 from analytics.detectors.base import Features
 
 #: Features where only an increase is a sign of trouble.
-RISING_ONLY = ("vibration_rms", "bearing_temp", "motor_temp", "oil_temp", "discharge_temp")
+RISING_ONLY = ("vibration_rms", "accel_rms", "accel2_rms", "bearing_temp", "motor_temp", "oil_temp", "discharge_temp")
 #: Smallest standard deviation assumed per feature, in its unit.
 #: Temperatures wander a few kelvin with load over an hour; vibration is steadier.
 MIN_STD = {"vibration_rms": 0.15, "bearing_temp": 2.5, "motor_temp": 2.5, "oil_temp": 2.5, "discharge_temp": 2.5}
