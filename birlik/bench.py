@@ -97,7 +97,7 @@ def pipeline(args: argparse.Namespace) -> dict[str, object]:
         )
         deadline = t0 + args.timeout
         while gateway.running and time.monotonic() < deadline:
-            time.sleep(0.5)
+            time.sleep(2)
             g, i = stack.stats("gateway"), stack.stats("ingest")
             log.info(
                 "published %s readings, written %s", f"{g.get('readings', 0):,}", f"{i.get('readings_written', 0):,}"

@@ -113,8 +113,13 @@ class IngestService:
             self._wake.set()
 
     async def _receive(self, client: aiomqtt.Client) -> None:
+        queue = client._queue  # aiomqtt's own queue: see below
         async for message in client.messages:
             await self._handle_message(message)
+            # aiomqtt's iterator starts a task per message; under load that costs more than
+            # validating the message. Take what is already queued directly.
+            while not queue.empty():
+                await self._handle_message(queue.get_nowait())
 
     async def _handle_message(self, message: aiomqtt.Message) -> None:
         payload = message.payload
@@ -141,6 +146,7 @@ class IngestService:
                 lines, counts = self._lines[:size], self._counts[:size]
                 del self._lines[:size], self._counts[:size]
                 await self._write(influx, lines, counts)
+                self._publish_stats()  # rate-limited; keeps the counters fresh under a backlog
             self._drained.set()
             self._publish_stats()
             if self._stopping:
@@ -303,5 +309,5 @@ class IngestService:
             finally:
                 # Messages already received were acknowledged to the broker: handle them, or
                 # they would be lost. (Acknowledging only after the write is the next step.)
-                while len(client.messages):
+                while not client._queue.empty():
                     await self._handle_message(client._queue.get_nowait())
