@@ -33,7 +33,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from birlik.signals import SIGNALS, canonical_unit
-from birlik.topics import MachinePath, TopicError, check_name, parse_topic
+from birlik.topics import Channel, MachinePath, TopicError, check_name, parse_topic
 
 SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 256 * 1024
@@ -142,6 +142,20 @@ def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
     return types if isinstance(types, tuple) else (types,)
 
 
+def _parse(topic: str, payload: bytes, expected: Channel) -> tuple[MachinePath, Any]:
+    """The machine a topic names, and the payload's JSON; or PayloadError."""
+    try:
+        path, channel = parse_topic(topic)
+    except TopicError as exc:
+        raise PayloadError(Reason.BAD_TOPIC, str(exc)) from None
+    if channel != expected:
+        raise PayloadError(Reason.BAD_TOPIC, f"topic {topic!r} is not a {expected} topic")
+    try:
+        return path, json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise PayloadError(Reason.NOT_JSON, f"payload is not JSON: {exc}") from None
+
+
 def decode_telemetry(
     topic: str,
     payload: bytes,
@@ -158,16 +172,7 @@ def decode_telemetry(
     """
     if len(payload) > max_bytes:
         raise PayloadError(Reason.OVERSIZED, f"payload is {len(payload)} bytes, the limit is {max_bytes}")
-    try:
-        path, channel = parse_topic(topic)
-    except TopicError as exc:
-        raise PayloadError(Reason.BAD_TOPIC, str(exc)) from None
-    if channel != "telemetry":
-        raise PayloadError(Reason.BAD_TOPIC, f"topic {topic!r} is not a telemetry topic")
-    try:
-        message = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise PayloadError(Reason.NOT_JSON, f"payload is not JSON: {exc}") from None
+    path, message = _parse(topic, payload, "telemetry")
     if not isinstance(message, dict):
         raise PayloadError(Reason.NOT_OBJECT, f"payload must be a JSON object, got {type(message).__name__}")
 
@@ -325,16 +330,7 @@ class Alert:
 
 
 def decode_alert(topic: str, payload: bytes) -> Alert:
-    try:
-        path, channel = parse_topic(topic)
-    except TopicError as exc:
-        raise PayloadError(Reason.BAD_TOPIC, str(exc)) from None
-    if channel != "alert":
-        raise PayloadError(Reason.BAD_TOPIC, f"topic {topic!r} is not an alert topic")
-    try:
-        m = json.loads(payload)
-    except ValueError as exc:
-        raise PayloadError(Reason.NOT_JSON, f"alert is not JSON: {exc}") from None
+    path, m = _parse(topic, payload, "alert")
     if not isinstance(m, dict):
         raise PayloadError(Reason.NOT_OBJECT, "alert must be a JSON object")
     missing = [
