@@ -66,6 +66,9 @@ class Plant:
     sample_interval_s: float
     sites: tuple[Site, ...]
     source: str = ""
+    #: ``random_faults`` of the plant file: fault scenarios to draw from a seed, interpreted
+    #: by :func:`simulators.faults.plant_random_scenarios`.
+    random_faults: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def machines(self) -> Iterator[Machine]:
         for site in self.sites:
@@ -173,7 +176,8 @@ def parse_plant(data: Any, source: str = "") -> Plant:
     interval = parse_duration(data.get("sample_interval", 5), f"{where}: sample_interval")
     if interval <= 0:
         raise PlantError(f"{where}: sample_interval must be positive")
-    return Plant(str(data.get("name", "plant")), interval, tuple(sites), source)
+    random_faults = dict(_get(data, "random_faults", where, dict, {}))
+    return Plant(str(data.get("name", "plant")), interval, tuple(sites), source, random_faults)
 
 
 def load_plant(path: str | Path | None = None) -> Plant:

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
 
 from birlik.payload import Value
 from birlik.plant import Machine, Plant, PlantError
-from simulators.faults import parse_fault
+from simulators.faults import SensorFault, plant_random_scenarios, split_faults
 from simulators.machines import KINDS, MachineModel
 
 
 @dataclass(frozen=True)
 class GroundTruth:
-    """One injected fault: where, what, and when (ms since epoch, simulated time)."""
+    """One injected fault: where, what, and when (ms since epoch, simulated time).
+
+    ``category`` is ``machine`` (the machine degrades) or ``sensor`` (the machine is fine,
+    a measurement is wrong). ``failure_ms`` is a machine fault's failure (full strength;
+    the machine stops there if ``trips``) and the end of a sensor fault's window.
+    ``detectable_ms`` is when the fault shows in its signals in principle; a fault too
+    weak to ever show (``detectable`` false) has it at ``failure_ms``.
+    """
 
     machine: str  # tenant/site/line/machine
     kind: str
@@ -21,13 +31,47 @@ class GroundTruth:
     onset_ms: int
     detectable_ms: int
     failure_ms: int
+    category: str = "machine"
+    signals: tuple[str, ...] = ()
+    trips: bool = False
+    detectable: bool = True
+    severity: float = 1.0
+
+    @property
+    def end_ms(self) -> int:
+        return self.failure_ms
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        d = asdict(self)
+        d["signals"] = list(self.signals)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GroundTruth:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["signals"] = tuple(values.get("signals", ()))
+        return cls(**values)
+
+
+def write_ground_truth(truth: Sequence[GroundTruth], path: str | Path) -> None:
+    """The ground truth as JSON: a list of objects, one per fault (as ``birlik gateway --ground-truth``)."""
+    Path(path).write_text(json.dumps([g.as_dict() for g in truth], indent=1) + "\n")
+
+
+def load_ground_truth(path: str | Path) -> list[GroundTruth]:
+    data = json.loads(Path(path).read_text())
+    if isinstance(data, dict):  # tolerate {"faults": [...]}
+        data = data.get("faults", [])
+    return [GroundTruth.from_dict(d) for d in data]
 
 
 class Fleet:
     """Every machine of a plant (or of one site), stepped together at the sample interval.
+
+    Machine faults act inside the models (physics); sensor faults are applied here, to the
+    readings the models return. Random scenarios the plant asks for (``random_faults``)
+    are drawn over the whole plant, so a fleet of one site gets the same ones.
 
     Deterministic: the same plant, seed and start time give the same readings.
     """
@@ -39,31 +83,42 @@ class Fleet:
         self.start_ms = start_ms - start_ms % self.interval_ms
         self.next_ms = self.start_ms
         sites = [plant.site(site)] if site else list(plant.sites)
+        drawn = plant_random_scenarios(plant, seed=seed)
         self.models: list[tuple[Machine, MachineModel]] = []
+        self.sensor_faults: dict[Machine, list[SensorFault]] = {}
         for s in sites:
             for machine in s.machines():
                 model_cls = KINDS.get(machine.kind)
+                where = f"{plant.source}: machine {machine.path}"
                 if model_cls is None:
-                    raise PlantError(
-                        f"{plant.source}: machine {machine.path}: unknown kind {machine.kind!r} "
-                        f"(known: {', '.join(KINDS)})"
-                    )
-                faults = [
-                    parse_fault(f, f"{plant.source}: machine {machine.path}: faults[{i}]")
-                    for i, f in enumerate(machine.faults)
-                ]
+                    raise PlantError(f"{where}: unknown kind {machine.kind!r} (known: {', '.join(KINDS)})")
+                specs = [*machine.faults, *drawn.get(machine.path, [])]
+                faults, sensor_faults = split_faults(
+                    specs, where, kind=machine.kind, signals=model_cls.signals, seed=f"{seed}/{machine.path}"
+                )
                 self.models.append((machine, model_cls(machine, s, faults, seed=seed, start_s=self.start_ms / 1000)))
+                if sensor_faults:
+                    self.sensor_faults[machine] = sensor_faults
 
     def advance(self, until_ms: int) -> Iterator[tuple[Machine, int, dict[str, Value]]]:
         """Every sample due up to and including ``until_ms``, in time order."""
         dt_s = self.interval_ms / 1000
         while self.next_ms <= until_ms:
             t_s = self.next_ms / 1000
+            elapsed_s = (self.next_ms - self.start_ms) / 1000
             for machine, model in self.models:
-                yield machine, self.next_ms, model.step(t_s, dt_s)
+                values = model.step(t_s, dt_s)
+                for fault in self.sensor_faults.get(machine, ()):
+                    fault.apply(elapsed_s, values)
+                yield machine, self.next_ms, values
             self.next_ms += self.interval_ms
 
     def ground_truth(self) -> list[GroundTruth]:
+        """Every injected fault, machine faults then sensor faults, in plant order."""
+
+        def ms(t_s: float) -> int:
+            return self.start_ms + round(t_s * 1000)
+
         out = []
         for machine, model in self.models:
             for fault in model.faults:
@@ -72,9 +127,28 @@ class Fleet:
                         str(machine.path),
                         machine.kind,
                         fault.type,
-                        self.start_ms + round(fault.start_s * 1000),
-                        self.start_ms + round(fault.detectable_s() * 1000),
-                        self.start_ms + round(fault.failure_s * 1000),
+                        ms(fault.start_s),
+                        ms(fault.detectable_s()),
+                        ms(fault.failure_s),
+                        category=fault.category,
+                        signals=model.affected_signals(fault),
+                        trips=fault.trips,
+                        detectable=fault.detectable,
+                        severity=fault.scale,
+                    )
+                )
+        for machine, _ in self.models:
+            for sensor in self.sensor_faults.get(machine, ()):
+                out.append(
+                    GroundTruth(
+                        str(machine.path),
+                        machine.kind,
+                        sensor.type,
+                        ms(sensor.start_s),
+                        ms(sensor.detectable_s()),
+                        ms(sensor.end_s),
+                        category=sensor.category,
+                        signals=(sensor.signal,),
                     )
                 )
         return out

@@ -48,12 +48,26 @@ class MachineModel:
     #: Mean time in each state (s) before leaving it, and where it goes next.
     state_durations: ClassVar[Mapping[str, float]] = {"running": 6 * 3600, "idle": 15 * 60}
     next_state: ClassVar[Mapping[str, str]] = {"running": "idle", "idle": "running"}
+    #: Which signals each :class:`Effects` field changes in this model (for the ground truth).
+    effect_signals: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "vibration_add": ("vibration_rms",),
+        "vibration_bursts": ("vibration_rms",),
+        "bearing_heat": ("bearing_temp",),
+        "winding_heat": ("motor_temp",),
+        "power_extra": ("power", "motor_current", "energy"),
+    }
 
     def __init__(self, machine: Machine, site: Site, faults: Sequence[Fault], *, seed: int, start_s: float) -> None:
         self.machine = machine
         self.site = site
         self.faults = tuple(faults)
         self.rng = random.Random(f"{seed}/{machine.path}")
+        # Noise of signals added after the first models comes from a second generator, so
+        # adding them left the other signals' values unchanged; the randomness of faults
+        # (cavitation surges, bursts) from a third, so a fault leaves the noise of the
+        # signals it does not affect exactly as in a healthy twin.
+        self.rng_extra = random.Random(f"{seed}/{machine.path}/extra")
+        self.rng_fault = random.Random(f"{seed}/{machine.path}/faults")
         self.start_s = start_s
         self.p = {**self.defaults, **{k: float(v) for k, v in machine.params.items()}}
         self.state = "running"
@@ -107,7 +121,17 @@ class MachineModel:
     def _vibration(self, healthy: float, fx: Effects, running: bool, sigma: float = 0.06) -> float:
         if not running:
             return round(abs(self.noise(0.02)), 3)
-        return round(max(0.0, healthy + fx.vibration_add * (1 + self.noise(0.05)) + self.noise(sigma)), 3)
+        vibration = healthy + fx.vibration_add * (1 + self.noise(0.05)) + self.noise(sigma)
+        if fx.vibration_bursts > 0 and self.rng_fault.random() < 0.2:
+            vibration += fx.vibration_bursts * self.rng_fault.uniform(0.3, 1.0)
+        return round(max(0.0, vibration), 3)
+
+    def affected_signals(self, fault: Fault) -> tuple[str, ...]:
+        """The signals of this model that ``fault`` changes, in the model's order."""
+        touched = {s for effect in fault.effects for s in self.effect_signals.get(effect, ())}
+        if fault.trips:
+            touched.add("state")
+        return tuple(s for s in self.signals if s in touched)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "params": self.p, "faults": [f.type for f in self.faults]}

@@ -41,6 +41,11 @@ class AirCompressor(MachineModel):
         "speed_rpm": 2980.0,
     }
     state_durations: ClassVar[Mapping[str, float]] = {"running": 12 * 3600, "idle": 10 * 60}
+    effect_signals: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        **MachineModel.effect_signals,
+        "bearing_heat": ("motor_temp",),  # no bearing sensor: the motor end-shield warms
+        "winding_heat": ("discharge_temp", "oil_temp", "motor_temp"),
+    }
 
     def setup(self) -> None:
         self.demand = Wander(self.rng, 0.65, 0.08, 1200)
@@ -62,7 +67,8 @@ class AirCompressor(MachineModel):
             delivered = 1.0 if self.loaded else 0.0
             self.pressure += (delivered - demand) * dt_s / p["receiver_s_per_bar"]
             load = 1.0 if self.loaded else 0.25
-            power = p["rated_kw"] * load * (0.97 + 0.03 * self.pressure / p["unload_bar"]) + self.noise(0.2)
+            shaft = p["rated_kw"] * load * (0.97 + 0.03 * self.pressure / p["unload_bar"]) * (1 + fx.power_extra)
+            power = shaft + self.noise(0.2)
             flow = p["fad_m3h"] * delivered + (self.noise(3) if self.loaded else 0.0)
             speed = p["speed_rpm"] + self.noise(2)
         else:

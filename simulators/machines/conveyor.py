@@ -52,7 +52,7 @@ class ConveyorDrive(MachineModel):
         material = min(max(self.material.step(dt_s), 0.05), 1.0)
         if running:
             load = 0.3 + 0.6 * material
-            power = p["rated_kw"] * load + self.noise(0.03)
+            power = p["rated_kw"] * load * (1 + fx.power_extra) + self.noise(0.03)
             speed = p["motor_rpm"] * (1 - 0.02 * load) + self.noise(1)
             belt = p["belt_m_s"] * speed / p["motor_rpm"]
             self.unit_fraction += p["units_per_min_full"] * material * dt_s / 60

@@ -7,13 +7,15 @@ from typing import ClassVar
 
 from birlik.payload import Value
 from simulators.faults import Effects
-from simulators.machines.base import MachineModel, Wander, current_from_power
+from simulators.machines.base import MachineModel, Wander, current_from_power, lag
 
 
 class CentrifugalPump(MachineModel):
     """Flow follows process demand; head follows the pump curve H = H0 (1 - 0.35 (Q/Qbep)^2);
     shaft power is hydraulic power over efficiency; temperatures lag toward load-dependent
-    equilibria above ambient."""
+    equilibria above ambient. The suction strainer's pressure drop grows with the square of
+    the flow (and with fouling); the pumped fluid is process water warmed by the plant it
+    serves, plus the pump's own losses."""
 
     kind: ClassVar[str] = "centrifugal_pump"
     signals = (
@@ -29,6 +31,8 @@ class CentrifugalPump(MachineModel):
         "bearing_temp",
         "motor_temp",
         "ambient_temp",
+        "differential_pressure",
+        "fluid_temp",
     )
     defaults: ClassVar[Mapping[str, float]] = {
         "rated_kw": 22.0,
@@ -37,33 +41,61 @@ class CentrifugalPump(MachineModel):
         "shutoff_head_m": 62.0,
         "efficiency": 0.74,
         "vibration_mm_s": 1.9,
-        "suction_bar": 0.6,
+        "suction_bar": 0.6,  # at the pump inlet, with a clean strainer
+        "strainer_dp_bar": 0.05,  # clean strainer's pressure drop at the best-efficiency flow
+        "fluid_rise_k": 8.0,  # process fluid above ambient
     }
     state_durations: ClassVar[Mapping[str, float]] = {"running": 8 * 3600, "idle": 20 * 60}
+    effect_signals: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        **MachineModel.effect_signals,
+        "power_extra": ("power", "motor_current", "energy", "motor_temp"),
+        "flow_loss": ("flow", "discharge_pressure", "power", "motor_current", "energy", "differential_pressure"),
+        "flow_fluctuation": ("flow", "discharge_pressure"),
+        "strainer_clogging": ("differential_pressure", "suction_pressure", "discharge_pressure"),
+    }
 
     def initial_rises(self) -> Mapping[str, float]:
-        return {"bearing": 22.0, "motor": 38.0}
+        return {"bearing": 22.0, "motor": 38.0, "fluid": self.p["fluid_rise_k"]}
 
     def setup(self) -> None:
         self.demand = Wander(self.rng, 0.85, 0.05, 1800)
+        self.fluid = Wander(self.rng_extra, 0.0, 0.8, 3600)
 
     def physics(self, t_s: float, dt_s: float, fx: Effects, ambient: float) -> dict[str, Value]:
         p = self.p
+        extra = self.rng_extra
         running = self.state == "running"
         demand = self.demand.step(dt_s)
         suction = p["suction_bar"] + self.noise(0.01)
+        strainer_dp = 0.0
         if running:
-            q = max(0.0, p["bep_flow_m3h"] * demand + self.noise(0.6))
+            q = max(0.0, p["bep_flow_m3h"] * demand * (1 - fx.flow_loss) + self.noise(0.6))
+            if fx.flow_fluctuation > 0:  # cavitation: the flow surges as vapour pockets form and collapse
+                q = max(0.0, q * (1 + fx.flow_fluctuation * self.rng_fault.gauss(0, 1)))
             x = q / p["bep_flow_m3h"]
             head = p["shutoff_head_m"] * (1 - 0.35 * x * x)
-            shaft_kw = 9.81 * (q / 3600) * head / p["efficiency"] + 0.12 * p["rated_kw"]
+            if fx.flow_fluctuation > 0:
+                head *= 1 + 0.8 * fx.flow_fluctuation * self.rng_fault.gauss(0, 1)
+            hydraulic_kw = 9.81 * (q / 3600) * head
+            shaft_kw = (hydraulic_kw / p["efficiency"] + 0.12 * p["rated_kw"]) * (1 + fx.power_extra)
             power = shaft_kw / 0.93 + self.noise(0.05)
             load = power / p["rated_kw"]
+            # The strainer's drop grows with the square of the flow, and many-fold when fouled;
+            # the suction transmitter behind it reads the difference.
+            clean_dp = p["strainer_dp_bar"] * x * x
+            strainer_dp = clean_dp * (1 + 20 * fx.strainer_clogging)
+            suction -= strainer_dp - clean_dp
             discharge = suction + 0.0981 * head + self.noise(0.02)
             speed = p["speed_rpm"] * (1 - 0.01 * load) + self.noise(1.5)
+            # Losses heat the fluid a little: dT = P_loss / (m' c_p), with q in m3/h.
+            losses_k = (shaft_kw - hydraulic_kw) * 0.86 / max(q, 5.0)
+            self.temps["fluid"] = ambient + p["fluid_rise_k"] + self.fluid.step(dt_s) + losses_k
         else:
             q = head = power = load = speed = 0.0
             discharge = suction + self.noise(0.01)
+            # Still fluid in the casing cools toward the room.
+            self.fluid.step(dt_s)
+            self.temps["fluid"] = lag(self.temps["fluid"], ambient + 0.2 * p["fluid_rise_k"], dt_s, 1800)
         return {
             "speed": round(speed, 1),
             "flow": round(q, 2),
@@ -76,4 +108,6 @@ class CentrifugalPump(MachineModel):
             "bearing_temp": self._thermal("bearing", ambient + 25 * load + fx.bearing_heat, dt_s, 1200),
             "motor_temp": self._thermal("motor", ambient + 45 * load * load + fx.winding_heat, dt_s, 1800),
             "ambient_temp": round(ambient + self.noise(0.1), 2),
+            "differential_pressure": round(strainer_dp + extra.gauss(0, 0.003), 3),
+            "fluid_temp": round(self.temps["fluid"] + extra.gauss(0, 0.05), 2),
         }

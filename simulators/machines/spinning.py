@@ -71,7 +71,7 @@ class SpinningFrame(MachineModel):
             # The builder motion ramps the spindle speed over the cop build.
             speed = p["spindle_rpm"] * (0.93 + 0.07 * min(1.0, self.cop_progress * 4)) + self.noise(15)
             load = 0.78 + 0.12 * self.cop_progress
-            power = p["rated_kw"] * load + self.noise(0.15)
+            power = p["rated_kw"] * load * (1 + fx.power_extra) + self.noise(0.15)
             if self.rng.random() < p["breaks_per_hour"] * dt_s / 3600 * speed / p["spindle_rpm"]:
                 self.scrap += 1
         else:
