@@ -83,22 +83,22 @@ def _gauge_panel(title: str, signals: tuple[str, ...]) -> timeseries.Panel:
 
 def _per_interval(*signals: str) -> str:
     """Increase of cumulative signals (meters, counters) per time bucket."""
-    return ", ".join(
-        f"NON_NEGATIVE_DIFFERENCE(LAST({quote_ident(s)})) AS {quote_ident(s)}" for s in signals
-    )
+    return ", ".join(f"NON_NEGATIVE_DIFFERENCE(LAST({quote_ident(s)})) AS {quote_ident(s)}" for s in signals)
 
 
 def machine_detail() -> models.Dashboard:
     """The "Machine detail" dashboard."""
     board = (
         dashboard_skeleton(
-            UID, TITLE,
+            UID,
+            TITLE,
             "One machine: current values, state over time, every signal, anomaly score and alerts.",
         )
         .with_variable(query_variable("site", "Site", f'SHOW TAG VALUES FROM "{TELEMETRY}" WITH KEY = "site"'))
         .with_variable(
             query_variable(
-                "machine", "Machine",
+                "machine",
+                "Machine",
                 f'SHOW TAG VALUES FROM "{TELEMETRY}" WITH KEY = "machine" WHERE {matches("site", "site")}',
             )
         )
@@ -108,31 +108,33 @@ def machine_detail() -> models.Dashboard:
                 "State now",
                 InfluxQL(f'SELECT LAST("state") AS "state" FROM "{TELEMETRY}" {where(*_THIS_MACHINE)}'),
                 span=6,
-            ).mappings(state_mappings()).reduce_options(_last_text())
+            )
+            .mappings(state_mappings())
+            .reduce_options(_last_text())
         )
         .with_panel(
             stat_panel(
                 "Power now",
                 InfluxQL(f'SELECT LAST("power") AS "power" FROM "{TELEMETRY}" {where(*_THIS_MACHINE)}'),
-                unit="kwatt", span=6,
+                unit="kwatt",
+                span=6,
             )
         )
         .with_panel(
             stat_panel(
                 "Vibration now",
-                InfluxQL(
-                    f'SELECT LAST("vibration_rms") AS "vibration_rms" FROM "{TELEMETRY}" {where(*_THIS_MACHINE)}'
-                ),
-                unit="suffix: mm/s", steps=VIBRATION_STEPS, span=6,
+                InfluxQL(f'SELECT LAST("vibration_rms") AS "vibration_rms" FROM "{TELEMETRY}" {where(*_THIS_MACHINE)}'),
+                unit="suffix: mm/s",
+                steps=VIBRATION_STEPS,
+                span=6,
             )
         )
         .with_panel(
             stat_panel(
                 "Bearing temperature now",
-                InfluxQL(
-                    f'SELECT LAST("bearing_temp") AS "bearing_temp" FROM "{TELEMETRY}" {where(*_THIS_MACHINE)}'
-                ),
-                unit="celsius", span=6,
+                InfluxQL(f'SELECT LAST("bearing_temp") AS "bearing_temp" FROM "{TELEMETRY}" {where(*_THIS_MACHINE)}'),
+                unit="celsius",
+                span=6,
             )
         )
         .with_panel(
@@ -205,7 +207,6 @@ def machine_detail() -> models.Dashboard:
             )
         )
     )
-
 
 
 def _last_text() -> common.ReduceDataOptions:

@@ -40,16 +40,23 @@ def predictive_maintenance() -> models.Dashboard:
     """The "Predictive maintenance" dashboard."""
     return finish(
         dashboard_skeleton(
-            UID, TITLE,
+            UID,
+            TITLE,
             "Anomaly scores of all machines, anomalies and alerts per machine, condition trends.",
         )
         .with_variable(
-            query_variable("site", "Site", f'SHOW TAG VALUES FROM "{TELEMETRY}" WITH KEY = "site"',
-                           multi=True, include_all=True)
+            query_variable(
+                "site", "Site", f'SHOW TAG VALUES FROM "{TELEMETRY}" WITH KEY = "site"', multi=True, include_all=True
+            )
         )
         .with_variable(
-            query_variable("kind", "Machine kind", f'SHOW TAG VALUES FROM "{TELEMETRY}" WITH KEY = "kind"',
-                           multi=True, include_all=True)
+            query_variable(
+                "kind",
+                "Machine kind",
+                f'SHOW TAG VALUES FROM "{TELEMETRY}" WITH KEY = "kind"',
+                multi=True,
+                include_all=True,
+            )
         )
         .with_row(row("Anomaly scores"))
         .with_panel(
@@ -62,7 +69,8 @@ def predictive_maintenance() -> models.Dashboard:
                 description="Largest anomaly score in each interval divided by the detector's threshold. "
                 "Above 1.0 the sample is anomalous; a machine that stays above it raises an alert.",
                 steps=((None, "green"), (1.0, "red")),
-                span=24, height=9,
+                span=24,
+                height=9,
             )
         )
         .with_panel(
@@ -88,8 +96,7 @@ def predictive_maintenance() -> models.Dashboard:
         )
         .with_row(row("Condition trends"))
         .with_panel(
-            time_series("Vibration", _per_machine("vibration_rms"), unit="suffix: mm/s",
-                        steps=VIBRATION_STEPS, span=8)
+            time_series("Vibration", _per_machine("vibration_rms"), unit="suffix: mm/s", steps=VIBRATION_STEPS, span=8)
         )
         .with_panel(time_series("Bearing temperature", _per_machine("bearing_temp"), unit="celsius", span=8))
         .with_panel(time_series("Motor temperature", _per_machine("motor_temp"), unit="celsius", span=8))
@@ -103,7 +110,8 @@ def predictive_maintenance() -> models.Dashboard:
                     "ORDER BY time DESC LIMIT 200"
                 ),
                 description="Every alert transition, newest first.",
-                span=24, height=10,
+                span=24,
+                height=10,
             )
         )
     )

@@ -36,8 +36,7 @@ _SELECTED = (matches("site", "site"), matches("line", "line"))
 
 # The latest state of each machine in the range; the stats and the pie chart count these.
 _LATEST_STATE = (
-    f'SELECT LAST("state") AS "state" FROM "{TELEMETRY}" {where(*_SELECTED)} '
-    'GROUP BY "site", "line", "machine"'
+    f'SELECT LAST("state") AS "state" FROM "{TELEMETRY}" {where(*_SELECTED)} GROUP BY "site", "line", "machine"'
 )
 
 
@@ -45,18 +44,22 @@ def centre_overview() -> models.Dashboard:
     """The "Centre overview" dashboard."""
     return finish(
         dashboard_skeleton(
-            UID, TITLE,
+            UID,
+            TITLE,
             "All sites and lines: machine states, power and energy, vibration, alerts.",
         )
         .with_variable(
-            query_variable("site", "Site", f'SHOW TAG VALUES FROM "{TELEMETRY}" WITH KEY = "site"',
-                           multi=True, include_all=True)
+            query_variable(
+                "site", "Site", f'SHOW TAG VALUES FROM "{TELEMETRY}" WITH KEY = "site"', multi=True, include_all=True
+            )
         )
         .with_variable(
             query_variable(
-                "line", "Line",
+                "line",
+                "Line",
                 f'SHOW TAG VALUES FROM "{TELEMETRY}" WITH KEY = "line" WHERE {matches("site", "site")}',
-                multi=True, include_all=True,
+                multi=True,
+                include_all=True,
             )
         )
         .with_row(row("Machines"))
@@ -71,10 +74,7 @@ def centre_overview() -> models.Dashboard:
         .with_panel(
             stat_panel(
                 "Machines running",
-                InfluxQL(
-                    f'SELECT COUNT("state") AS "machines" FROM ({_LATEST_STATE}) '
-                    "WHERE \"state\" = 'running'"
-                ),
+                InfluxQL(f'SELECT COUNT("state") AS "machines" FROM ({_LATEST_STATE}) WHERE "state" = \'running\''),
                 description="Machines whose latest reported state is 'running'.",
                 span=4,
             )
@@ -84,15 +84,14 @@ def centre_overview() -> models.Dashboard:
                 "Alerts raised",
                 InfluxQL(f'SELECT COUNT("id") AS "alerts" FROM "{ALERT}" {where(*_SELECTED, RAISED)}'),
                 description="Alerts analytics raised in the time range (cleared ones included).",
-                steps=ALERT_STEPS, span=4,
+                steps=ALERT_STEPS,
+                span=4,
             )
         )
         .with_panel(
             stat_panel(
                 "Anomalous samples",
-                InfluxQL(
-                    f'SELECT COUNT("score") AS "samples" FROM "{ANOMALY}" {where(*_SELECTED, ANOMALOUS)}'
-                ),
+                InfluxQL(f'SELECT COUNT("score") AS "samples" FROM "{ANOMALY}" {where(*_SELECTED, ANOMALOUS)}'),
                 description="Scored samples above their detector's threshold in the time range.",
                 span=4,
             )
@@ -106,7 +105,8 @@ def centre_overview() -> models.Dashboard:
                     'GROUP BY "machine")'
                 ),
                 description="Sum over machines of the energy meter's increase in the time range.",
-                unit="kwatth", span=4,
+                unit="kwatth",
+                span=4,
             )
         )
         .with_panel(
@@ -118,7 +118,8 @@ def centre_overview() -> models.Dashboard:
                     'GROUP BY "machine")'
                 ),
                 description="Sum of each machine's latest active power reading.",
-                unit="kwatt", span=4,
+                unit="kwatt",
+                span=4,
             )
         )
         .with_panel(
@@ -126,7 +127,9 @@ def centre_overview() -> models.Dashboard:
                 "Machine states (latest)",
                 InfluxQL(_LATEST_STATE),
                 description="Latest reported state of every machine, by site and line.",
-                state_column=True, span=16, height=9,
+                state_column=True,
+                span=16,
+                height=9,
             )
         )
         .with_panel(
@@ -145,7 +148,8 @@ def centre_overview() -> models.Dashboard:
                         },
                     )
                 ],
-                span=8, height=9,
+                span=8,
+                height=9,
             )
         )
         .with_panel(
@@ -165,8 +169,8 @@ def centre_overview() -> models.Dashboard:
                 InfluxQL(
                     'SELECT SUM("power") AS "power" FROM '
                     f'(SELECT MEAN("power") AS "power" FROM "{TELEMETRY}" {where(*_SELECTED)} '
-                    f'{group_by("site", "machine")}) '
-                    f'{where()} {group_by("site")}'
+                    f"{group_by('site', 'machine')}) "
+                    f"{where()} {group_by('site')}"
                 ).alias("$tag_site"),
                 description="Active power drawn by the selected machines of each site.",
                 unit="kwatt",
@@ -190,11 +194,12 @@ def centre_overview() -> models.Dashboard:
                 "Vibration, all machines",
                 InfluxQL(
                     f'SELECT MEAN("vibration_rms") AS "vibration_rms" FROM "{TELEMETRY}" '
-                    f'{where(*_SELECTED)} {group_by("machine")}'
+                    f"{where(*_SELECTED)} {group_by('machine')}"
                 ).alias("$tag_machine"),
                 description="Vibration velocity RMS (ISO 10816). Above 2.8 mm/s: plan an "
                 "inspection; above 4.5 mm/s: damage may occur.",
-                unit="suffix: mm/s", steps=VIBRATION_STEPS,
+                unit="suffix: mm/s",
+                steps=VIBRATION_STEPS,
             )
         )
         .with_panel(
@@ -202,7 +207,7 @@ def centre_overview() -> models.Dashboard:
                 "Bearing temperature, all machines",
                 InfluxQL(
                     f'SELECT MEAN("bearing_temp") AS "bearing_temp" FROM "{TELEMETRY}" '
-                    f'{where(*_SELECTED)} {group_by("machine")}'
+                    f"{where(*_SELECTED)} {group_by('machine')}"
                 ).alias("$tag_machine"),
                 unit="celsius",
             )
@@ -215,8 +220,8 @@ def centre_overview() -> models.Dashboard:
                     f'"message", "score" FROM "{ALERT}" {where(*_SELECTED)} ORDER BY time DESC LIMIT 100'
                 ),
                 description="Alert transitions (raised, cleared), newest first.",
-                span=24, height=9,
+                span=24,
+                height=9,
             )
         )
     )
-

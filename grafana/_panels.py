@@ -106,31 +106,46 @@ def state_mappings() -> list[Any]:
     ]
 
 
-def _place(panel: Any, title: str, description: str, targets: tuple[InfluxQL, ...], *, height: int,
-           span: int) -> Any:
+def _place(panel: Any, title: str, description: str, targets: tuple[InfluxQL, ...], *, height: int, span: int) -> Any:
     panel.title(title).description(description).datasource(datasource_ref()).height(height).span(span)
     for index, target in enumerate(targets):
         panel.with_target(target.ref_id(chr(ord("A") + index)))
     return panel
 
 
-def time_series(title: str, *targets: InfluxQL, description: str = "", unit: str = "",
-                steps: tuple[tuple[float | None, str], ...] | None = None, height: int = 8,
-                span: int = 12) -> timeseries.Panel:
+def time_series(
+    title: str,
+    *targets: InfluxQL,
+    description: str = "",
+    unit: str = "",
+    steps: tuple[tuple[float | None, str], ...] | None = None,
+    height: int = 8,
+    span: int = 12,
+) -> timeseries.Panel:
     """A time series; ``steps`` draws threshold lines (and colours nothing else)."""
     panel = timeseries.Panel().unit(unit).line_width(1).fill_opacity(8).span_nulls(True)
     if steps:
         panel.thresholds(thresholds(steps)).thresholds_style(
             common.GraphThresholdsStyleConfig().mode(common_models.GraphTresholdsStyleMode.LINE)
         )
-    panel.legend(common.VizLegendOptions().display_mode(common_models.LegendDisplayMode.LIST)
-                 .placement(common_models.LegendPlacement.BOTTOM).show_legend(True))
+    panel.legend(
+        common.VizLegendOptions()
+        .display_mode(common_models.LegendDisplayMode.LIST)
+        .placement(common_models.LegendPlacement.BOTTOM)
+        .show_legend(True)
+    )
     return _place(panel, title, description, targets, height=height, span=span)
 
 
-def stat_panel(title: str, *targets: InfluxQL, description: str = "", unit: str = "",
-               steps: tuple[tuple[float | None, str], ...] | None = None, height: int = 4,
-               span: int = 6) -> stat.Panel:
+def stat_panel(
+    title: str,
+    *targets: InfluxQL,
+    description: str = "",
+    unit: str = "",
+    steps: tuple[tuple[float | None, str], ...] | None = None,
+    height: int = 4,
+    span: int = 6,
+) -> stat.Panel:
     panel = (
         stat.Panel()
         .unit(unit)
@@ -143,8 +158,9 @@ def stat_panel(title: str, *targets: InfluxQL, description: str = "", unit: str 
     return _place(panel, title, description, targets, height=height, span=span)
 
 
-def bar_gauge(title: str, *targets: InfluxQL, description: str = "", unit: str = "",
-              height: int = 8, span: int = 12) -> bargauge.Panel:
+def bar_gauge(
+    title: str, *targets: InfluxQL, description: str = "", unit: str = "", height: int = 8, span: int = 12
+) -> bargauge.Panel:
     panel = (
         bargauge.Panel()
         .unit(unit)
@@ -155,16 +171,18 @@ def bar_gauge(title: str, *targets: InfluxQL, description: str = "", unit: str =
     return _place(panel, title, description, targets, height=height, span=span)
 
 
-def table_panel(title: str, *targets: InfluxQL, description: str = "", height: int = 8,
-                span: int = 12, state_column: bool = False) -> table.Panel:
+def table_panel(
+    title: str, *targets: InfluxQL, description: str = "", height: int = 8, span: int = 12, state_column: bool = False
+) -> table.Panel:
     panel = table.Panel()
     if state_column:
         panel.mappings(state_mappings())
     return _place(panel, title, description, tuple(t.table() for t in targets), height=height, span=span)
 
 
-def state_timeline(title: str, *targets: InfluxQL, description: str = "", height: int = 8,
-                   span: int = 24) -> statetimeline.Panel:
+def state_timeline(
+    title: str, *targets: InfluxQL, description: str = "", height: int = 8, span: int = 24
+) -> statetimeline.Panel:
     panel = (
         statetimeline.Panel()
         .mappings(state_mappings())
@@ -175,8 +193,14 @@ def state_timeline(title: str, *targets: InfluxQL, description: str = "", height
     return _place(panel, title, description, targets, height=height, span=span)
 
 
-def pie(title: str, *targets: InfluxQL, description: str = "",
-        transformations: list[Any] | None = None, height: int = 8, span: int = 6) -> piechart.Panel:
+def pie(
+    title: str,
+    *targets: InfluxQL,
+    description: str = "",
+    transformations: list[Any] | None = None,
+    height: int = 8,
+    span: int = 6,
+) -> piechart.Panel:
     panel = (
         piechart.Panel()
         .pie_type(piechart_models.PieChartType.DONUT)
@@ -199,8 +223,9 @@ def transformation(id_val: str, options: dict[str, Any]) -> Any:
     return models.DataTransformerConfig(id_val=id_val, options=options)
 
 
-def query_variable(name: str, label: str, query: str, *, multi: bool = False,
-                   include_all: bool = False) -> dashboard.QueryVariable:
+def query_variable(
+    name: str, label: str, query: str, *, multi: bool = False, include_all: bool = False
+) -> dashboard.QueryVariable:
     """A variable filled from InfluxDB (``SHOW TAG VALUES ...``), refreshed on load."""
     return (
         dashboard.QueryVariable(name)

@@ -164,8 +164,13 @@ def check_provisioning(out: Path, files: Mapping[str, str]) -> list[str]:
             problems.append(f"{relative}: missing")
         elif path.read_text(encoding="utf-8") != text:
             problems.append(f"{relative}: differs from what the code generates")
-    for folder, pattern in (("datasources", "*.yaml"), ("datasources", "*.yml"),
-                            ("dashboards", "*.yaml"), ("dashboards", "*.yml"), ("dashboards", "*.json")):
+    for folder, pattern in (
+        ("datasources", "*.yaml"),
+        ("datasources", "*.yml"),
+        ("dashboards", "*.yaml"),
+        ("dashboards", "*.yml"),
+        ("dashboards", "*.json"),
+    ):
         for path in sorted((out / folder).glob(pattern)):
             relative = path.relative_to(out).as_posix()
             if relative not in files:

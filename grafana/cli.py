@@ -12,7 +12,8 @@ DEFAULT_OUT = Path("grafana/provisioning")
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "dashboards", parents=[common],
+        "dashboards",
+        parents=[common],
         help="generate the Grafana dashboards and provisioning files (or --check them)",
         description=(
             "Build the Grafana dashboards (centre overview, machine detail, predictive\n"
@@ -34,30 +35,41 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        metavar="DIR",
         help="root of the provisioning tree (default: %(default)s)",
     )
     p.add_argument(
-        "--check", action="store_true",
+        "--check",
+        action="store_true",
         help="write nothing; list the files that differ from what the code generates and exit 1 if any",
     )
     p.add_argument(
-        "--influx-url", metavar="URL",
+        "--influx-url",
+        metavar="URL",
         default=os.environ.get("BIRLIK_GRAFANA_INFLUX_URL", "http://influxdb:8086"),
         help="InfluxDB URL as seen from the Grafana server, not from this machine "
         "(default: $BIRLIK_GRAFANA_INFLUX_URL, else http://influxdb:8086, the docker-compose service)",
     )
     p.add_argument(
-        "--database", metavar="NAME", default=os.environ.get("BIRLIK_GRAFANA_DATABASE", "birlik"),
+        "--database",
+        metavar="NAME",
+        default=os.environ.get("BIRLIK_GRAFANA_DATABASE", "birlik"),
         help="InfluxDB database (2.x: the DBRP-mapped name) (default: $BIRLIK_GRAFANA_DATABASE, else birlik)",
     )
     p.add_argument(
-        "--influx-token-env", metavar="VAR", default="",
+        "--influx-token-env",
+        metavar="VAR",
+        default="",
         help="InfluxDB 2.x/3.x: send 'Authorization: Token ${VAR}', VAR being an environment "
         "variable of the Grafana server (the token itself is never written)",
     )
     p.add_argument(
-        "--dashboards-path", metavar="PATH", default="/etc/grafana/provisioning/dashboards",
+        "--dashboards-path",
+        metavar="PATH",
+        default="/etc/grafana/provisioning/dashboards",
         help="where Grafana finds the dashboard JSON files (default: %(default)s)",
     )
     p.set_defaults(func=run_dashboards)
@@ -73,7 +85,9 @@ def run_dashboards(args: argparse.Namespace) -> int:
     )
 
     options = ProvisioningOptions(
-        influx_url=args.influx_url, database=args.database, token_env=args.influx_token_env,
+        influx_url=args.influx_url,
+        database=args.database,
+        token_env=args.influx_token_env,
         dashboards_path=args.dashboards_path,
     )
     files = provisioning_files(options)

@@ -58,9 +58,11 @@ def run(args: argparse.Namespace) -> int:
                 print(f"    line {line.id} [{line.tenant}] {line.name}: {kinds}")
         print("faults (ground truth for a run starting", iso(fleet.start_ms) + "):")
         for g in fleet.ground_truth():
+            end = "failure" if g.category == "machine" else "ends"
             print(
-                f"  {g.machine}: {g.fault}, onset {iso(g.onset_ms)}, detectable from "
-                f"{iso(g.detectable_ms)}, failure {iso(g.failure_ms)}"
+                f"  {g.machine}: {g.category} fault {g.fault} ({', '.join(g.signals) or 'all signals'}), "
+                f"onset {iso(g.onset_ms)}, detectable from {iso(g.detectable_ms)}, {end} {iso(g.failure_ms)}"
+                + (", trips the machine" if g.trips else "")
             )
         return 0
 
