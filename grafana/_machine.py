@@ -47,18 +47,24 @@ GRAFANA_UNITS = {
     "m3/h": "suffix: m³/h",
     "%": "percent",
     "count": "short",
+    "g": "suffix: g",
+    "V": "volt",
 }
 
 #: Gauge panels: title and the signals drawn together (they share a unit).
 GAUGE_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Vibration", ("vibration_rms",)),
-    ("Temperatures", ("bearing_temp", "motor_temp", "oil_temp", "discharge_temp", "ambient_temp")),
+    ("Vibration acceleration", ("accel_rms", "accel2_rms")),
+    ("Temperatures", ("bearing_temp", "motor_temp", "oil_temp", "discharge_temp", "fluid_temp", "ambient_temp")),
+    ("Barrel temperature", ("barrel_temp",)),
     ("Motor current", ("motor_current",)),
+    ("Voltage", ("voltage",)),
     ("Power", ("power",)),
     ("Load", ("load",)),
     ("Speed", ("speed", "spindle_speed")),
     ("Belt speed", ("belt_speed",)),
-    ("Pressures", ("suction_pressure", "discharge_pressure")),
+    ("Pressures", ("suction_pressure", "discharge_pressure", "differential_pressure")),
+    ("Melt pressure", ("melt_pressure",)),
     ("Flow", ("flow",)),
 )
 

@@ -35,6 +35,7 @@ PLANT = {
     "kz-turkestan": {
         "spinning-1": [("rs-101", "spinning_frame"), ("cv-101", "conveyor_drive")],
         "utilities-1": [("comp-101", "air_compressor"), ("pump-101", "centrifugal_pump")],
+        "pipes-1": [("ex-101", "extruder")],
     },
     "uz-syrdarya": {
         "spinning-2": [("rs-201", "spinning_frame"), ("cv-201", "conveyor_drive")],
@@ -81,6 +82,12 @@ def _readings(kind: str, i: int, running: bool, phase: float) -> dict[str, float
             "suction_pressure": 0.6,
             "discharge_pressure": round(5.8 * load, 3),
             "bearing_temp": round(48 + 5 * load, 2),
+            "differential_pressure": round(0.05 + 0.001 * i, 4),
+            "fluid_temp": round(24 + 2 * load, 2),
+            # a test-bed pump with accelerometers and a voltage reading, like SKAB's
+            "accel_rms": round(0.026 + 0.002 * wave, 4),
+            "accel2_rms": round(0.040 + 0.002 * wave, 4),
+            "voltage": round(230 + 3 * wave, 1),
         }
     elif kind == "air_compressor":
         common |= {
@@ -97,6 +104,14 @@ def _readings(kind: str, i: int, running: bool, phase: float) -> dict[str, float
             "bearing_temp": round(45 + 4 * load, 2),
             "count_good": 500 + 3 * i,
             "count_scrap": 10 + i // 20,
+        }
+    elif kind == "extruder":
+        common |= {
+            "speed": round(60 * load, 1),
+            "melt_pressure": round(180 * load, 1),
+            "barrel_temp": round(200 + 5 * wave, 2),
+            "count_good": 300 + 2 * i,
+            "count_scrap": 5 + i // 30,
         }
     else:  # conveyor_drive
         common |= {
@@ -523,3 +538,11 @@ async def test_every_query_returns_data_after_a_short_simulated_run(
         for query in panel_queries(board):
             answered = sum(_has_values(influx.query(run.expand(query.query, s))) for s in selections)
             assert answered, f"{name} / {query.panel}: no data after a simulated run: {query.query}"
+
+
+def test_every_gauge_of_the_catalogue_has_a_machine_detail_panel() -> None:
+    from birlik.signals import SIGNALS
+    from grafana._machine import GAUGE_GROUPS
+
+    drawn = {signal for _, signals in GAUGE_GROUPS for signal in signals}
+    assert drawn == {name for name, s in SIGNALS.items() if s.kind == "gauge"}
