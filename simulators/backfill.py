@@ -8,7 +8,9 @@ backfilled data is stored exactly as ingested data would be.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
+from collections.abc import Callable
 
 from birlik.influx import InfluxClient
 from birlik.lineprotocol import telemetry_lines
@@ -28,13 +30,19 @@ def backfill(
     seed: int = 1,
     batch_points: int = 5000,
     samples_per_message: int = 60,
+    progress: Callable[[int, int], None] | None = None,
+    progress_every_s: float = 5.0,
 ) -> int:
-    """Write the plant's readings from ``start_ms`` to ``end_ms``; returns the readings written."""
+    """Write the plant's readings from ``start_ms`` to ``end_ms``; returns the readings written.
+
+    ``progress(readings_written, device_time_ms)`` is called every ``progress_every_s``.
+    """
     fleet = Fleet(plant, seed=seed, start_ms=start_ms)
     pending: dict[Machine, list[tuple[int, dict[str, Value]]]] = defaultdict(list)
     lines: list[str] = []
     written = 0
     seq = 0
+    next_report = time.monotonic() + progress_every_s
 
     def encode(machine: Machine, samples: list[tuple[int, dict[str, Value]]]) -> None:
         nonlocal seq, written
@@ -60,6 +68,9 @@ def backfill(
         if len(lines) >= batch_points:
             influx.write(lines)
             lines.clear()
+            if progress is not None and time.monotonic() >= next_report:
+                progress(written, ts)
+                next_report = time.monotonic() + progress_every_s
     for machine, samples in pending.items():
         if samples:
             encode(machine, samples)

@@ -22,27 +22,33 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from birlik.payload import Value
+import numpy as np
+import numpy.typing as npt
+
 from birlik.plant import Plant, PlantError, parse_duration
 from birlik.signals import SIGNALS
 from birlik.topics import MachinePath
 
 PUMP = "centrifugal_pump"
+Arr = npt.NDArray[Any]
 
 
 @dataclass
 class Effects:
-    """What the active machine faults do to a machine at one instant."""
+    """What the active machine faults do to a machine, one element per sample of a block."""
 
-    vibration_add: float = 0.0  # mm/s RMS added to the healthy vibration
-    vibration_bursts: float = 0.0  # mm/s: size of random vibration bursts (cavitation)
-    bearing_heat: float = 0.0  # K added to the bearing's equilibrium temperature
-    winding_heat: float = 0.0  # K added to motor / discharge / oil equilibrium temperatures
-    power_extra: float = 0.0  # extra shaft power as a share of the healthy one (friction)
-    flow_loss: float = 0.0  # share of the flow lost (pump)
-    flow_fluctuation: float = 0.0  # relative standard deviation of flow and head (pump)
-    strainer_clogging: float = 0.0  # 0 clean .. 1 fully fouled suction strainer (pump)
-    tripped: bool = False  # a fault reached failure: the machine stops
+    vibration_add: Arr  # mm/s RMS added to the healthy vibration
+    vibration_bursts: Arr  # mm/s: size of random vibration bursts (cavitation)
+    bearing_heat: Arr  # K added to the bearing's equilibrium temperature
+    winding_heat: Arr  # K added to motor / discharge / oil equilibrium temperatures
+    power_extra: Arr  # extra shaft power as a share of the healthy one (friction)
+    flow_loss: Arr  # share of the flow lost (pump)
+    flow_fluctuation: Arr  # relative standard deviation of flow and head (pump)
+    strainer_clogging: Arr  # 0 clean .. 1 fully fouled suction strainer (pump)
+
+    @classmethod
+    def zeros(cls, n: int) -> Effects:
+        return cls(*(np.zeros(n) for _ in range(8)))
 
 
 @dataclass(frozen=True)
@@ -67,11 +73,14 @@ class Fault:
 
     def severity(self, t_s: float) -> float:
         """Progress of the fault at ``t_s``: 0 before the start, 1 at failure."""
-        if t_s <= self.start_s:
-            return 0.0
-        return min(1.0, self._curve((t_s - self.start_s) / (self.failure_s - self.start_s)))
+        return float(self.severities(np.array([t_s], dtype=np.float64))[0])
 
-    def _curve(self, x: float) -> float:
+    def severities(self, t_s: Arr) -> Arr:
+        """:meth:`severity` at every element of ``t_s``."""
+        x = np.maximum(t_s - self.start_s, 0.0) / (self.failure_s - self.start_s)
+        return np.where(t_s <= self.start_s, 0.0, np.minimum(1.0, self._curve(x)))
+
+    def _curve(self, x: Arr) -> Arr:
         return x
 
     def level(self, t_s: float) -> float:
@@ -92,11 +101,12 @@ class Fault:
             lo, hi = (mid, hi) if self.level(mid) < self.detectable_at else (lo, mid)
         return hi
 
-    def apply(self, t_s: float, effects: Effects) -> None:
-        self._apply(self.level(t_s), effects)
-        effects.tripped |= self.trips and t_s >= self.failure_s
+    def apply(self, t_s: Arr, effects: Effects) -> None:
+        """Add the effects at every element of ``t_s`` (tripping is the model's business)."""
+        if np.any(t_s > self.start_s):
+            self._apply(self.scale * self.severities(t_s), effects)
 
-    def _apply(self, s: float, effects: Effects) -> None:
+    def _apply(self, s: Arr, effects: Effects) -> None:
         raise NotImplementedError
 
 
@@ -108,10 +118,10 @@ class BearingWear(Fault):
     type: ClassVar[str] = "bearing_wear"
     effects: ClassVar[tuple[str, ...]] = ("vibration_add", "bearing_heat")
 
-    def _curve(self, x: float) -> float:
+    def _curve(self, x: Arr) -> Arr:
         return x * x
 
-    def _apply(self, s: float, effects: Effects) -> None:
+    def _apply(self, s: Arr, effects: Effects) -> None:
         effects.vibration_add += 7.0 * s
         effects.bearing_heat += 32.0 * s
 
@@ -124,10 +134,10 @@ class CoolingFailure(Fault):
     type: ClassVar[str] = "cooling_failure"
     effects: ClassVar[tuple[str, ...]] = ("winding_heat", "vibration_add")
 
-    def _curve(self, x: float) -> float:
-        return (1 - math.exp(-3 * x)) / (1 - math.exp(-3))
+    def _curve(self, x: Arr) -> Arr:
+        return np.asarray((1 - np.exp(-3 * x)) / (1 - math.exp(-3)))
 
-    def _apply(self, s: float, effects: Effects) -> None:
+    def _apply(self, s: Arr, effects: Effects) -> None:
         effects.winding_heat += 40.0 * s
         effects.vibration_add += 0.3 * s
 
@@ -141,10 +151,10 @@ class Overheating(CoolingFailure):
 
     type: ClassVar[str] = "overheating"
 
-    def _curve(self, x: float) -> float:
-        return min(1.0, 50 * x)  # a step, smoothed over the first 2 % of the window
+    def _curve(self, x: Arr) -> Arr:
+        return np.asarray(np.minimum(1.0, 50 * x))  # a step, smoothed over the first 2 % of the window
 
-    def _apply(self, s: float, effects: Effects) -> None:
+    def _apply(self, s: Arr, effects: Effects) -> None:
         effects.winding_heat += 55.0 * s
         effects.vibration_add += 0.2 * s
 
@@ -157,7 +167,7 @@ class Imbalance(Fault):
     type: ClassVar[str] = "imbalance"
     effects: ClassVar[tuple[str, ...]] = ("vibration_add", "bearing_heat")
 
-    def _apply(self, s: float, effects: Effects) -> None:
+    def _apply(self, s: Arr, effects: Effects) -> None:
         effects.vibration_add += 6.0 * s
         effects.bearing_heat += 4.0 * s
 
@@ -170,7 +180,7 @@ class Misalignment(Fault):
     type: ClassVar[str] = "misalignment"
     effects: ClassVar[tuple[str, ...]] = ("vibration_add", "bearing_heat", "power_extra")
 
-    def _apply(self, s: float, effects: Effects) -> None:
+    def _apply(self, s: Arr, effects: Effects) -> None:
         effects.vibration_add += 2.5 * s
         effects.bearing_heat += 8.0 * s
         effects.power_extra += 0.05 * s
@@ -187,7 +197,7 @@ class Cavitation(Fault):
     kinds: ClassVar[tuple[str, ...]] = (PUMP,)
     trips: bool = False
 
-    def _apply(self, s: float, effects: Effects) -> None:
+    def _apply(self, s: Arr, effects: Effects) -> None:
         effects.flow_fluctuation += 0.07 * s
         effects.flow_loss += 0.06 * s
         effects.vibration_add += 1.5 * s
@@ -205,10 +215,10 @@ class CloggedFilter(Fault):
     kinds: ClassVar[tuple[str, ...]] = (PUMP,)
     trips: bool = False
 
-    def _curve(self, x: float) -> float:
+    def _curve(self, x: Arr) -> Arr:
         return x * x
 
-    def _apply(self, s: float, effects: Effects) -> None:
+    def _apply(self, s: Arr, effects: Effects) -> None:
         effects.strainer_clogging += s
         effects.flow_loss += 0.2 * s
 
@@ -225,8 +235,8 @@ FAULT_TYPES: dict[str, type[Fault]] = {
 class SensorFault:
     """A wrong measurement of one signal between ``start_s`` and ``end_s``; the machine is fine.
 
-    :meth:`apply` changes one sample's readings in place, after the physics. ``seed`` makes
-    any randomness (spikes) reproducible.
+    :meth:`apply_block` changes a block of readings in place, after the physics. ``seed``
+    makes any randomness (spikes) reproducible.
     """
 
     type: ClassVar[str] = ""
@@ -239,25 +249,28 @@ class SensorFault:
     end_s: float
     seed: str = ""
 
-    def active(self, t_s: float) -> bool:
-        return self.start_s <= t_s < self.end_s
+    def active(self, t_s: Arr) -> Arr:
+        return (self.start_s <= t_s) & (t_s < self.end_s)
 
     def detectable_s(self) -> float:
         return self.start_s + self.detectable_after * (self.end_s - self.start_s)
 
-    def apply(self, t_s: float, values: MutableMapping[str, Value]) -> None:
+    def apply_block(self, t_s: Arr, values: MutableMapping[str, Arr]) -> None:
+        """Falsify the readings of a block (``t_s``: each sample's seconds since the start)."""
         value = values.get(self.signal)
-        if not self.active(t_s) or value is None or isinstance(value, str):
+        if value is None or value.dtype.kind not in "iuf":
             return
-        values[self.signal] = _like(value, self._falsify(t_s, float(value)))
+        active = self.active(t_s)
+        if not active.any():
+            return
+        idx = np.flatnonzero(active)
+        falsified = self._falsify(t_s[idx], value[idx].astype(np.float64))
+        out = value.copy()
+        out[idx] = np.rint(falsified) if value.dtype.kind in "iu" else np.round(falsified, 4)
+        values[self.signal] = out
 
-    def _falsify(self, t_s: float, value: float) -> float:
+    def _falsify(self, t_s: Arr, value: Arr) -> Arr:
         raise NotImplementedError
-
-
-def _like(original: Value, value: float) -> Value:
-    """A falsified reading of the original's type: counters stay integers."""
-    return round(value) if isinstance(original, int) else round(value, 4)
 
 
 @dataclass
@@ -267,10 +280,10 @@ class Stuck(SensorFault):
     type: ClassVar[str] = "stuck"
     _held: float | None = field(default=None, init=False, repr=False)
 
-    def _falsify(self, t_s: float, value: float) -> float:
+    def _falsify(self, t_s: Arr, value: Arr) -> Arr:
         if self._held is None:
-            self._held = value
-        return self._held
+            self._held = float(value[0])
+        return np.full(len(value), self._held)
 
 
 @dataclass
@@ -282,7 +295,7 @@ class Drift(SensorFault):
     detectable_after: ClassVar[float] = 0.1
     amount: float = 1.0
 
-    def _falsify(self, t_s: float, value: float) -> float:
+    def _falsify(self, t_s: Arr, value: Arr) -> Arr:
         return value + self.amount * (t_s - self.start_s) / (self.end_s - self.start_s)
 
 
@@ -300,25 +313,31 @@ class Spikes(SensorFault):
     def __post_init__(self) -> None:
         self._rng.seed(f"spikes/{self.seed}")
 
-    def _falsify(self, t_s: float, value: float) -> float:
+    def _falsify(self, t_s: Arr, value: Arr) -> Arr:
+        out = value.copy()
         if self._next_s is None:
             self._next_s = self.start_s + self._rng.expovariate(self.rate / 3600)
-        if t_s < self._next_s:
-            return value
-        while self._next_s <= t_s:  # several spikes inside one sample interval are one spike
-            self._next_s += self._rng.expovariate(self.rate / 3600)
-        return value + self.amount
+        while True:
+            i = int(np.searchsorted(t_s, self._next_s, side="left"))  # the first sample at or after it
+            if i >= len(t_s):
+                return out
+            out[i] += self.amount
+            while self._next_s <= t_s[i]:  # several spikes inside one sample interval are one spike
+                self._next_s += self._rng.expovariate(self.rate / 3600)
 
 
 @dataclass
 class Dropout(SensorFault):
-    """The signal is missing from the readings (broken wire, sensor offline): the key is absent."""
+    """The signal is missing from the readings (broken wire, sensor offline): NaN in a block,
+    the key absent from a sample's readings."""
 
     type: ClassVar[str] = "dropout"
 
-    def apply(self, t_s: float, values: MutableMapping[str, Value]) -> None:
-        if self.active(t_s):
-            values.pop(self.signal, None)
+    def apply_block(self, t_s: Arr, values: MutableMapping[str, Arr]) -> None:
+        value = values.get(self.signal)
+        active = self.active(t_s)
+        if value is not None and active.any():
+            values[self.signal] = np.where(active, np.nan, value.astype(np.float64))
 
 
 @dataclass
@@ -329,7 +348,7 @@ class Scaling(SensorFault):
     type: ClassVar[str] = "scaling"
     factor: float = 2.0
 
-    def _falsify(self, t_s: float, value: float) -> float:
+    def _falsify(self, t_s: Arr, value: Arr) -> Arr:
         return value * self.factor
 
 

@@ -8,10 +8,13 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from birlik.payload import Value
 from birlik.plant import Machine, Plant, PlantError
 from simulators.faults import SensorFault, plant_random_scenarios, split_faults
 from simulators.machines import KINDS, MachineModel
+from simulators.machines.base import BLOCK, Arr
 
 
 @dataclass(frozen=True)
@@ -96,22 +99,43 @@ class Fleet:
                 faults, sensor_faults = split_faults(
                     specs, where, kind=machine.kind, signals=model_cls.signals, seed=f"{seed}/{machine.path}"
                 )
-                self.models.append((machine, model_cls(machine, s, faults, seed=seed, start_s=self.start_ms / 1000)))
+                model = model_cls(
+                    machine,
+                    s,
+                    faults,
+                    seed=seed,
+                    start_s=self.start_ms / 1000,
+                    dt_s=self.interval_ms / 1000,
+                    sensor_faults=sensor_faults,
+                )
+                self.models.append((machine, model))
                 if sensor_faults:
                     self.sensor_faults[machine] = sensor_faults
 
+    def blocks(self, until_ms: int) -> Iterator[tuple[Machine, Arr, dict[str, Arr]]]:
+        """Every sample due up to and including ``until_ms``, as arrays: for each span of up
+        to :data:`BLOCK` samples, each machine's timestamps (ms, int64) and readings
+        (``{signal: array}``; gauges and energy float, counters int, ``state`` strings, a
+        dropped-out reading NaN). The same samples :meth:`advance` returns, without dicts."""
+        while self.next_ms <= until_ms:
+            n = min(BLOCK, (until_ms - self.next_ms) // self.interval_ms + 1)
+            ts = self.next_ms + self.interval_ms * np.arange(n, dtype=np.int64)
+            self.next_ms += n * self.interval_ms
+            for machine, model in self.models:
+                yield machine, ts, model.take(n)
+
     def advance(self, until_ms: int) -> Iterator[tuple[Machine, int, dict[str, Value]]]:
         """Every sample due up to and including ``until_ms``, in time order."""
-        dt_s = self.interval_ms / 1000
         while self.next_ms <= until_ms:
-            t_s = self.next_ms / 1000
-            elapsed_s = (self.next_ms - self.start_ms) / 1000
-            for machine, model in self.models:
-                values = model.step(t_s, dt_s)
-                for fault in self.sensor_faults.get(machine, ()):
-                    fault.apply(elapsed_s, values)
-                yield machine, self.next_ms, values
-            self.next_ms += self.interval_ms
+            rows: list[tuple[Machine, list[dict[str, Value]]]] = []
+            ts_list: list[int] = []
+            n = min(BLOCK, (until_ms - self.next_ms) // self.interval_ms + 1)
+            for machine, ts, arrays in self.blocks(self.next_ms + (n - 1) * self.interval_ms):
+                ts_list = ts.tolist()
+                rows.append((machine, _rows(arrays)))
+            for i, t in enumerate(ts_list):
+                for machine, samples in rows:
+                    yield machine, t, samples[i]
 
     def ground_truth(self) -> list[GroundTruth]:
         """Every injected fault, machine faults then sensor faults, in plant order."""
@@ -152,3 +176,15 @@ class Fleet:
                     )
                 )
         return out
+
+
+def _rows(arrays: dict[str, Arr]) -> list[dict[str, Value]]:
+    """One block's arrays as a readings dict per sample (Python values; NaN: no reading)."""
+    names = list(arrays)
+    columns = [arrays[name].tolist() for name in names]
+    rows: list[dict[str, Value]] = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+    for name, array in arrays.items():
+        if array.dtype.kind == "f" and np.isnan(array).any():
+            for i in np.flatnonzero(np.isnan(array)).tolist():
+                del rows[i][name]
+    return rows

@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 
 from birlik.cli import build_parser
+from birlik.config import Config
+from birlik.influx import InfluxClient
+from birlik.plant import load_plant
 from birlik.stack import birlik_command
+from tests.helpers import readings_in_db
 
 SUBCOMMANDS = ["demo", "gateway", "ingest", "analytics", "simulate", "dashboards", "servers", "bench", "config"]
 
@@ -95,3 +99,14 @@ def test_simulate_plots_a_machine(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 20_000  # a real figure, not an empty canvas
+
+
+def test_simulate_backfills_history_into_influxdb(config: Config, influx: InfluxClient) -> None:
+    env = {"BIRLIK_INFLUX_URL": config.influx.url, "BIRLIK_INFLUX_DATABASE": config.influx.database}
+    result = birlik("simulate", "--backfill", "--duration", "15m", "--start", "now-1h", env=env)
+    assert result.returncode == 0, result.stderr
+    stored = readings_in_db(influx)
+    assert stored > 0
+    assert f"backfill done: {stored:,} readings of" in result.stderr
+    machines = influx.query('SHOW TAG VALUES FROM "telemetry" WITH KEY = "machine"')
+    assert len(machines[0].values) == len(list(load_plant().machines()))

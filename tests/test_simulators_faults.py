@@ -89,7 +89,7 @@ MACHINE_FAULTS: list[dict[str, Any]] = [
 ]
 for _m in MACHINE_FAULTS:
     _m["faults"][0].update(start="20m", failure="100m")
-FAULT_SEED = 5
+FAULT_SEED = 24
 
 
 @pytest.fixture(scope="module")
@@ -536,7 +536,7 @@ def test_a_random_scenario_plays_like_a_written_one() -> None:
 
 # --- the extruder ----------------------------------------------------------------------
 
-EXTRUDER_SEED = 0  # every extruder stops in the 8 hours; two of them change product
+EXTRUDER_SEED = 23  # every extruder stops in the 8 hours; two of them change product
 
 
 @pytest.fixture(scope="module")

@@ -1,45 +1,126 @@
-"""What every machine model shares: operating states, site ambient, thermal lags, noise."""
+"""What every machine model shares: operating states, site ambient, thermal lags, noise.
+
+The models compute their samples in blocks (numpy arrays), carrying their state from one
+block to the next: noise comes from per-machine generators, first-order lags and wandering
+set-points are linear recurrences solved per block, and the operating state changes at
+events drawn ahead (durations), not by a test at every sample. Blocks always have the same
+length and start at the same samples, whichever spans a caller asks for: the readings do
+not depend on how a run is split.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import math
-import random
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from birlik.payload import Value
+import numpy as np
+import numpy.typing as npt
+
 from birlik.plant import Machine, Site
-from simulators.faults import Effects, Fault
+from simulators.faults import Effects, Fault, SensorFault
+
+Arr = npt.NDArray[Any]
 
 SQRT3 = math.sqrt(3)
 LINE_VOLTAGE_V = 400.0
 POWER_FACTOR = 0.86
+AMPS_PER_KW = 1000 / (SQRT3 * LINE_VOLTAGE_V * POWER_FACTOR)
+
+#: Samples a model computes at once.
+BLOCK = 1024
+
+STATES = ("running", "idle", "changeover", "fault")
+RUNNING, IDLE, CHANGEOVER, FAULT = range(4)
+STATE_CODE = {name: i for i, name in enumerate(STATES)}
+STATE_NAMES = np.array(STATES)
+NEVER = 1 << 62
 
 
 def current_from_power(power_kw: float, *, no_load_a: float = 0.0) -> float:
     """Three-phase motor current for an electrical power at 400 V."""
     if power_kw <= 0:
         return 0.0
-    return no_load_a + power_kw * 1000 / (SQRT3 * LINE_VOLTAGE_V * POWER_FACTOR)
+    return no_load_a + power_kw * AMPS_PER_KW
 
 
-def ambient_c(site: Site, t_s: float) -> float:
+def currents(power_kw: Arr, no_load_a: float | Arr = 0.0) -> Arr:
+    """:func:`current_from_power` of every element."""
+    return np.where(power_kw > 0, no_load_a + power_kw * AMPS_PER_KW, 0.0)
+
+
+def ambient_c(site: Site, t_s: Arr) -> Arr:
     """Site ambient temperature with a daily cycle peaking at 15:00 local time."""
     local_hour = (t_s / 3600 + site.utc_offset_h) % 24
-    return site.ambient_mean_c + site.ambient_daily_swing_c / 2 * math.sin(2 * math.pi * (local_hour - 9) / 24)
+    return site.ambient_mean_c + site.ambient_daily_swing_c / 2 * np.sin(2 * np.pi * (local_hour - 9) / 24)
 
 
-def lag(value: float, target: float, dt_s: float, tau_s: float) -> float:
-    """First-order lag: one step of ``value`` toward ``target`` with time constant ``tau_s``."""
-    return target + (value - target) * math.exp(-dt_s / tau_s)
+_POWERS: dict[tuple[float, int], Arr] = {}
+
+
+def recur(y0: float, a: float, u: Arr) -> Arr:
+    """``y[n] = a y[n-1] + u[n]`` from ``y[-1] = y0``, solved in closed form in sub-blocks short
+    enough that ``a^-m`` stays below 1e6 (relative error ~1e-10)."""
+    n = len(u)
+    out = np.empty(n)
+    if n == 0:
+        return out
+    if a <= 0.0:
+        out[:] = u
+        return out
+    m = n if a >= 1.0 else max(1, min(n, int(13.8 / -math.log(a))))
+    y = float(y0)
+    for i in range(0, n, m):
+        k = min(m, n - i)
+        p = _POWERS.get((a, k))
+        if p is None:
+            p = _POWERS[(a, k)] = a ** np.arange(1, k + 1, dtype=np.float64)
+        seg = p * (y + np.cumsum(u[i : i + k] / p))
+        out[i : i + k] = seg
+        y = float(seg[-1])
+    return out
+
+
+def lag(y0: float, target: Arr, dt_s: float, tau_s: float) -> Arr:
+    """First-order lag from ``y0`` toward ``target`` (one element a step of ``dt_s``)."""
+    a = math.exp(-dt_s / tau_s)
+    return recur(y0, a, (1 - a) * target)
+
+
+def segments(mask: Arr) -> list[tuple[int, int]]:
+    """The runs of equal values of ``mask``, as (start, end) index pairs."""
+    n = len(mask)
+    if n == 0:
+        return []
+    bounds = np.flatnonzero(mask[1:] != mask[:-1]) + 1
+    edges = [0, *bounds.tolist(), n]
+    return list(itertools.pairwise(edges))
+
+
+def set_or_lag(y0: float, direct: Arr, set_mask: Arr, target: Arr, dt_s: float, tau_s: float) -> Arr:
+    """``direct`` where ``set_mask``, elsewhere a first-order lag toward ``target`` from the last value."""
+    out = np.empty(len(direct))
+    y = y0
+    for s, e in segments(set_mask):
+        out[s:e] = direct[s:e] if set_mask[s] else lag(y, target[s:e], dt_s, tau_s)
+        y = float(out[e - 1])
+    return out
+
+
+def stream(*parts: object) -> np.random.Generator:
+    """A generator seeded from the parts' text: the same parts, the same numbers."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:16], "little"))
 
 
 class MachineModel:
     """Base of the machine models.
 
-    A model advances in steps of the sample interval and returns one reading per signal.
-    Subclasses implement :meth:`physics` (healthy behaviour under the current operating
-    state, with the faults' :class:`Effects`) and set the class attributes.
+    A model computes blocks of samples at a fixed interval (:meth:`take`). Subclasses
+    implement :meth:`physics` (healthy behaviour under the operating states, with the
+    faults' :class:`Effects`, all as arrays) and set the class attributes.
     """
 
     kind: ClassVar[str] = ""
@@ -57,24 +138,43 @@ class MachineModel:
         "power_extra": ("power", "motor_current", "energy"),
     }
 
-    def __init__(self, machine: Machine, site: Site, faults: Sequence[Fault], *, seed: int, start_s: float) -> None:
+    def __init__(
+        self,
+        machine: Machine,
+        site: Site,
+        faults: Sequence[Fault],
+        *,
+        seed: int,
+        start_s: float,
+        dt_s: float = 5.0,
+        sensor_faults: Sequence[SensorFault] = (),
+    ) -> None:
         self.machine = machine
         self.site = site
         self.faults = tuple(faults)
-        self.rng = random.Random(f"{seed}/{machine.path}")
-        # Noise of signals added after the first models comes from a second generator, so
-        # adding them left the other signals' values unchanged; the randomness of faults
-        # (cavitation surges, bursts) from a third, so a fault leaves the noise of the
-        # signals it does not affect exactly as in a healthy twin.
-        self.rng_extra = random.Random(f"{seed}/{machine.path}/extra")
-        self.rng_fault = random.Random(f"{seed}/{machine.path}/faults")
+        self.sensor_faults = tuple(sensor_faults)
+        self.dt = dt_s
+        # Noise of signals added after the first models comes from a second generator, the
+        # randomness of faults (cavitation surges, bursts) from a third, so a fault leaves
+        # the noise of the signals it does not affect exactly as in a healthy twin; state
+        # changes from a fourth. Every block draws the same counts whatever the states.
+        self.rng = stream(seed, machine.path)
+        self.rng_extra = stream(seed, machine.path, "extra")
+        self.rng_fault = stream(seed, machine.path, "faults")
+        self.rng_state = stream(seed, machine.path, "state")
         self.start_s = start_s
         self.p = {**self.defaults, **{k: float(v) for k, v in machine.params.items()}}
-        self.state = "running"
-        self.energy_kwh = self.rng.uniform(10_000, 90_000)
-        amb = ambient_c(site, start_s)
+        self.state = RUNNING
+        self.left = self._duration(RUNNING)
+        self.energy_kwh = float(self.rng.uniform(10_000, 90_000))
+        amb = float(ambient_c(site, np.array([start_s]))[0])
         # Machines have been running before the simulation starts: temperatures begin warm.
         self.temps: dict[str, float] = {name: amb + rise for name, rise in self.initial_rises().items()}
+        trips = [math.ceil(f.failure_s / dt_s - 1e-9) for f in self.faults if f.trips]
+        self.trip_k = max(0, min(trips)) if trips else NEVER
+        self.k = 0  # index of the next sample computed
+        self._block: dict[str, Arr] = {}
+        self._pos = 0
         self.setup()
 
     def setup(self) -> None:
@@ -83,48 +183,94 @@ class MachineModel:
     def initial_rises(self) -> Mapping[str, float]:
         return {}
 
-    def noise(self, sigma: float) -> float:
-        return self.rng.gauss(0.0, sigma)
+    def noise(self, sigma: float, n: int) -> Arr:
+        return self.rng.normal(0.0, sigma, n)
 
-    def _advance_state(self, dt_s: float, tripped: bool) -> None:
-        if tripped:
-            self.state = "fault"
-            return
-        if self.state == "fault":
-            return
-        mean = self.state_durations.get(self.state)
-        if mean and self.rng.random() < dt_s / mean:
-            self.state = self.next_state[self.state]
+    def _duration(self, state: int) -> int:
+        """Samples the machine stays in ``state`` (a geometric draw), if it leaves it at random."""
+        mean = self.state_durations.get(STATES[state])
+        if not mean:
+            return NEVER
+        return int(self.rng_state.geometric(min(1.0, self.dt / mean)))
 
-    def step(self, t_s: float, dt_s: float) -> dict[str, Value]:
-        """Advance by ``dt_s`` to time ``t_s`` (epoch seconds) and return the readings."""
-        effects = Effects()
-        elapsed = t_s - self.start_s
+    def _enter(self, state: int) -> None:
+        self.state = state
+        self.left = self._duration(state)
+
+    def _states(self, n: int, trip: int) -> Arr:
+        """The state of each of the next ``n`` samples; from ``trip`` on the machine is tripped."""
+        codes = np.empty(n, dtype=np.int8)
+        i = 0
+        while i < n:
+            if i >= trip or self.state == FAULT:
+                codes[i:] = FAULT
+                self.state = FAULT
+                break
+            end = min(n, trip, i + self.left)
+            codes[i:end] = self.state
+            self.left -= end - i
+            i = end
+            if self.left == 0:
+                self._enter(STATE_CODE[self.next_state[STATES[self.state]]])
+        return codes
+
+    # --- blocks ---------------------------------------------------------------------
+
+    def block(self, n: int) -> dict[str, Arr]:
+        """Compute the next ``n`` samples: every signal an array (``state`` as strings)."""
+        k = np.arange(self.k, self.k + n, dtype=np.float64)
+        elapsed = k * self.dt
+        t = self.start_s + elapsed
+        fx = Effects.zeros(n)
         for fault in self.faults:
-            fault.apply(elapsed, effects)
-        self._advance_state(dt_s, effects.tripped)
-        values = self.physics(t_s, dt_s, effects, ambient_c(self.site, t_s))
-        values["state"] = self.state
+            fault.apply(elapsed, fx)
+        trip = int(min(n, max(0, self.trip_k - self.k)))
+        codes = self._states(n, trip)
+        values = self.physics(t, fx, ambient_c(self.site, t), codes)
+        values["state"] = STATE_NAMES[codes]
+        for sensor in self.sensor_faults:
+            sensor.apply_block(elapsed, values)
+        self.k += n
         return values
 
-    def physics(self, t_s: float, dt_s: float, fx: Effects, ambient: float) -> dict[str, Value]:
+    def take(self, n: int) -> dict[str, Arr]:
+        """The next ``n`` samples, cut from blocks of :data:`BLOCK` samples."""
+        parts: list[dict[str, Arr]] = []
+        while n > 0:
+            size = len(self._block["state"]) if self._block else 0
+            if self._pos >= size:
+                self._block, self._pos = self.block(BLOCK), 0
+                size = BLOCK
+            m = min(n, size - self._pos)
+            parts.append({name: a[self._pos : self._pos + m] for name, a in self._block.items()})
+            self._pos += m
+            n -= m
+        if len(parts) == 1:
+            return parts[0]
+        return {name: np.concatenate([p[name] for p in parts if name in p]) for name in parts[0]}
+
+    def physics(self, t: Arr, fx: Effects, ambient: Arr, codes: Arr) -> dict[str, Arr]:
         raise NotImplementedError
 
-    def _energy(self, power_kw: float, dt_s: float) -> float:
-        self.energy_kwh += power_kw * dt_s / 3600
-        return round(self.energy_kwh, 3)
+    # --- shared pieces ----------------------------------------------------------------
 
-    def _thermal(self, name: str, target: float, dt_s: float, tau_s: float, sigma: float = 0.1) -> float:
-        self.temps[name] = lag(self.temps[name], target, dt_s, tau_s)
-        return round(self.temps[name] + self.noise(sigma), 2)
+    def _energy(self, power_kw: Arr) -> Arr:
+        energy = self.energy_kwh + np.cumsum(power_kw * (self.dt / 3600))
+        self.energy_kwh = float(energy[-1])
+        return np.round(energy, 3)
 
-    def _vibration(self, healthy: float, fx: Effects, running: bool, sigma: float = 0.06) -> float:
-        if not running:
-            return round(abs(self.noise(0.02)), 3)
-        vibration = healthy + fx.vibration_add * (1 + self.noise(0.05)) + self.noise(sigma)
-        if fx.vibration_bursts > 0 and self.rng_fault.random() < 0.2:
-            vibration += fx.vibration_bursts * self.rng_fault.uniform(0.3, 1.0)
-        return round(max(0.0, vibration), 3)
+    def _thermal(self, name: str, target: Arr, tau_s: float, sigma: float = 0.1) -> Arr:
+        temps = lag(self.temps[name], target, self.dt, tau_s)
+        self.temps[name] = float(temps[-1])
+        return np.round(temps + self.noise(sigma, len(target)), 2)
+
+    def _vibration(self, healthy: Arr, fx: Effects, running: Arr, sigma: float = 0.06) -> Arr:
+        n = len(healthy)
+        still = np.abs(self.noise(0.02, n))
+        vibration = healthy + fx.vibration_add * (1 + self.noise(0.05, n)) + self.noise(sigma, n)
+        burst = (self.rng_fault.random(n) < 0.2) * self.rng_fault.uniform(0.3, 1.0, n)
+        vibration = vibration + fx.vibration_bursts * burst
+        return np.round(np.where(running, np.maximum(vibration, 0.0), still), 3)
 
     def affected_signals(self, fault: Fault) -> tuple[str, ...]:
         """The signals of this model that ``fault`` changes, in the model's order."""
@@ -140,13 +286,14 @@ class MachineModel:
 class Wander:
     """A slowly wandering set-point (Ornstein-Uhlenbeck process) around ``mean``."""
 
-    def __init__(self, rng: random.Random, mean: float, spread: float, tau_s: float) -> None:
+    def __init__(self, rng: np.random.Generator, mean: float, spread: float, tau_s: float, dt_s: float) -> None:
         self.rng, self.mean, self.spread, self.tau_s = rng, mean, spread, tau_s
+        self.a = math.exp(-dt_s / tau_s)
         self.value = mean
 
-    def step(self, dt_s: float) -> float:
-        a = math.exp(-dt_s / self.tau_s)
-        self.value = (
-            self.mean + (self.value - self.mean) * a + self.spread * math.sqrt(1 - a * a) * self.rng.gauss(0, 1)
-        )
-        return self.value
+    def block(self, n: int) -> Arr:
+        a = self.a
+        u = (1 - a) * self.mean + self.spread * math.sqrt(1 - a * a) * self.rng.standard_normal(n)
+        values = recur(self.value, a, u)
+        self.value = float(values[-1])
+        return values

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from birlik.payload import Value
+import numpy as np
+
 from simulators.faults import Effects
-from simulators.machines.base import MachineModel, Wander, current_from_power
+from simulators.machines.base import RUNNING, Arr, MachineModel, Wander, currents, segments
 
 
 class AirCompressor(MachineModel):
@@ -48,45 +49,73 @@ class AirCompressor(MachineModel):
     }
 
     def setup(self) -> None:
-        self.demand = Wander(self.rng, 0.65, 0.08, 1200)
-        self.pressure = self.rng.uniform(self.p["load_bar"], self.p["unload_bar"])
+        self.demand = Wander(self.rng, 0.65, 0.08, 1200, self.dt)
+        self.pressure = float(self.rng.uniform(self.p["load_bar"], self.p["unload_bar"]))
         self.loaded = True
 
     def initial_rises(self) -> Mapping[str, float]:
         return {"discharge": 55.0, "oil": 45.0, "motor": 40.0}
 
-    def physics(self, t_s: float, dt_s: float, fx: Effects, ambient: float) -> dict[str, Value]:
+    def _receiver(self, demand: Arr, running: Arr) -> tuple[Arr, Arr]:
+        """Receiver pressure after each step and whether the compressor was loaded in it.
+
+        Load/unload hysteresis by segments: loaded, the pressure rises monotonically until
+        it reaches the upper band; unloaded, it falls to the lower band (a search on the
+        cumulative sums, not a loop over samples)."""
         p = self.p
-        running = self.state == "running"
-        demand = min(max(self.demand.step(dt_s), 0.1), 0.98)
-        if running:
-            if self.pressure <= p["load_bar"]:
-                self.loaded = True
-            elif self.pressure >= p["unload_bar"]:
-                self.loaded = False
-            delivered = 1.0 if self.loaded else 0.0
-            self.pressure += (delivered - demand) * dt_s / p["receiver_s_per_bar"]
-            load = 1.0 if self.loaded else 0.25
-            shaft = p["rated_kw"] * load * (0.97 + 0.03 * self.pressure / p["unload_bar"]) * (1 + fx.power_extra)
-            power = shaft + self.noise(0.2)
-            flow = p["fad_m3h"] * delivered + (self.noise(3) if self.loaded else 0.0)
-            speed = p["speed_rpm"] + self.noise(2)
-        else:
-            self.pressure += (0.0 - demand) * dt_s / p["receiver_s_per_bar"]
-            self.pressure = max(self.pressure, 0.0)
-            load = power = flow = speed = 0.0
-        heat = load if running else 0.0
+        n = len(demand)
+        k = self.dt / p["receiver_s_per_bar"]
+        pressure = np.empty(n)
+        loaded = np.zeros(n, dtype=bool)
+        level = self.pressure
+        for s, e in segments(running):
+            if not running[s]:
+                pressure[s:e] = np.maximum(level - np.cumsum(demand[s:e] * k), 0.0)
+                level = float(pressure[e - 1])
+                continue
+            i = s
+            while i < e:
+                if level <= p["load_bar"]:
+                    self.loaded = True
+                elif level >= p["unload_bar"]:
+                    self.loaded = False
+                if self.loaded:
+                    path = level + np.cumsum((1.0 - demand[i:e]) * k)
+                    steps = int(np.searchsorted(path, p["unload_bar"], side="left")) + 1
+                else:
+                    path = level - np.cumsum(demand[i:e] * k)
+                    steps = int(np.searchsorted(-path, -p["load_bar"], side="left")) + 1
+                steps = min(steps, e - i)
+                pressure[i : i + steps] = path[:steps]
+                loaded[i : i + steps] = self.loaded
+                level = float(path[steps - 1])
+                i += steps
+        self.pressure = level
+        return pressure, loaded
+
+    def physics(self, t: Arr, fx: Effects, ambient: Arr, codes: Arr) -> dict[str, Arr]:
+        p = self.p
+        n = len(t)
+        running = codes == RUNNING
+        demand = np.clip(self.demand.block(n), 0.1, 0.98)
+        pressure, loaded = self._receiver(demand, running)
+        load = np.where(running, np.where(loaded, 1.0, 0.25), 0.0)
+        shaft = p["rated_kw"] * load * (0.97 + 0.03 * pressure / p["unload_bar"]) * (1 + fx.power_extra)
+        power = np.where(running, np.maximum(shaft + self.noise(0.2, n), 0.0), 0.0)
+        flow = np.where(loaded, p["fad_m3h"] + self.noise(3, n), 0.0)
+        speed = np.where(running, p["speed_rpm"] + self.noise(2, n), 0.0)
+        heat = load
         return {
-            "speed": round(speed, 1),
-            "load": round(load * 100, 1),
-            "discharge_pressure": round(self.pressure + self.noise(0.02), 3),
-            "flow": round(max(flow, 0.0), 1),
-            "motor_current": round(current_from_power(max(power, 0.0)), 2),
-            "power": round(max(power, 0.0), 3),
-            "energy": self._energy(max(power, 0.0), dt_s),
+            "speed": np.round(speed, 1),
+            "load": np.round(load * 100, 1),
+            "discharge_pressure": np.round(pressure + self.noise(0.02, n), 3),
+            "flow": np.round(np.maximum(flow, 0.0), 1),
+            "motor_current": np.round(currents(power), 2),
+            "power": np.round(power, 3),
+            "energy": self._energy(power),
             "vibration_rms": self._vibration(p["vibration_mm_s"] * (0.7 + 0.3 * load), fx, running),
-            "discharge_temp": self._thermal("discharge", ambient + 60 * heat + fx.winding_heat, dt_s, 300),
-            "oil_temp": self._thermal("oil", ambient + 48 * heat + 0.8 * fx.winding_heat, dt_s, 900),
-            "motor_temp": self._thermal("motor", ambient + 42 * heat + fx.winding_heat + fx.bearing_heat, dt_s, 1500),
-            "ambient_temp": round(ambient + self.noise(0.1), 2),
+            "discharge_temp": self._thermal("discharge", ambient + 60 * heat + fx.winding_heat, 300),
+            "oil_temp": self._thermal("oil", ambient + 48 * heat + 0.8 * fx.winding_heat, 900),
+            "motor_temp": self._thermal("motor", ambient + 42 * heat + fx.winding_heat + fx.bearing_heat, 1500),
+            "ambient_temp": np.round(ambient + self.noise(0.1, n), 2),
         }

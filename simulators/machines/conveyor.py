@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from birlik.payload import Value
+import numpy as np
+
 from simulators.faults import Effects
-from simulators.machines.base import MachineModel, Wander, current_from_power
+from simulators.machines.base import RUNNING, Arr, MachineModel, Wander, currents
 
 
 class ConveyorDrive(MachineModel):
@@ -39,38 +40,38 @@ class ConveyorDrive(MachineModel):
     state_durations: ClassVar[Mapping[str, float]] = {"running": 5 * 3600, "idle": 12 * 60}
 
     def setup(self) -> None:
-        self.material = Wander(self.rng, 0.6, 0.06, 900)
-        self.good = self.rng.randrange(10_000, 500_000)
+        self.material = Wander(self.rng, 0.6, 0.06, 900, self.dt)
+        self.good = int(self.rng.integers(10_000, 500_000))
         self.unit_fraction = 0.0
 
     def initial_rises(self) -> Mapping[str, float]:
         return {"bearing": 18.0, "motor": 30.0}
 
-    def physics(self, t_s: float, dt_s: float, fx: Effects, ambient: float) -> dict[str, Value]:
+    def physics(self, t: Arr, fx: Effects, ambient: Arr, codes: Arr) -> dict[str, Arr]:
         p = self.p
-        running = self.state == "running"
-        material = min(max(self.material.step(dt_s), 0.05), 1.0)
-        if running:
-            load = 0.3 + 0.6 * material
-            power = p["rated_kw"] * load * (1 + fx.power_extra) + self.noise(0.03)
-            speed = p["motor_rpm"] * (1 - 0.02 * load) + self.noise(1)
-            belt = p["belt_m_s"] * speed / p["motor_rpm"]
-            self.unit_fraction += p["units_per_min_full"] * material * dt_s / 60
-            whole = int(self.unit_fraction)
-            self.good += whole
-            self.unit_fraction -= whole
-        else:
-            load = power = speed = belt = 0.0
+        n = len(t)
+        running = codes == RUNNING
+        material = np.clip(self.material.block(n), 0.05, 1.0)
+        load = np.where(running, 0.3 + 0.6 * material, 0.0)
+        power = np.where(running, p["rated_kw"] * load * (1 + fx.power_extra) + self.noise(0.03, n), 0.0)
+        speed = np.where(running, p["motor_rpm"] * (1 - 0.02 * load) + self.noise(1, n), 0.0)
+        belt = p["belt_m_s"] * speed / p["motor_rpm"]
+        made = self.unit_fraction + np.cumsum(np.where(running, p["units_per_min_full"] * material * self.dt / 60, 0.0))
+        whole = np.floor(made)
+        self.unit_fraction = float(made[-1] - whole[-1])
+        good = self.good + whole.astype(np.int64)
+        self.good = int(good[-1])
+        power = np.maximum(power, 0.0)
         return {
-            "speed": round(speed, 1),
-            "belt_speed": round(belt, 3),
-            "load": round(load * 100, 1),
-            "motor_current": round(current_from_power(max(power, 0.0), no_load_a=1.5 if running else 0.0), 2),
-            "power": round(max(power, 0.0), 3),
-            "energy": self._energy(max(power, 0.0), dt_s),
+            "speed": np.round(speed, 1),
+            "belt_speed": np.round(belt, 3),
+            "load": np.round(load * 100, 1),
+            "motor_current": np.round(currents(power, np.where(running, 1.5, 0.0)), 2),
+            "power": np.round(power, 3),
+            "energy": self._energy(power),
             "vibration_rms": self._vibration(p["vibration_mm_s"] * (0.7 + 0.3 * load), fx, running),
-            "bearing_temp": self._thermal("bearing", ambient + 20 * load + fx.bearing_heat, dt_s, 1200),
-            "motor_temp": self._thermal("motor", ambient + 40 * load + fx.winding_heat, dt_s, 1500),
-            "count_good": self.good,
-            "ambient_temp": round(ambient + self.noise(0.1), 2),
+            "bearing_temp": self._thermal("bearing", ambient + 20 * load + fx.bearing_heat, 1200),
+            "motor_temp": self._thermal("motor", ambient + 40 * load + fx.winding_heat, 1500),
+            "count_good": good,
+            "ambient_temp": np.round(ambient + self.noise(0.1, n), 2),
         }

@@ -6,9 +6,10 @@ import math
 from collections.abc import Mapping
 from typing import ClassVar
 
-from birlik.payload import Value
+import numpy as np
+
 from simulators.faults import Effects
-from simulators.machines.base import MachineModel, current_from_power, lag
+from simulators.machines.base import CHANGEOVER, FAULT, IDLE, RUNNING, Arr, MachineModel, currents, lag, set_or_lag
 
 
 class Extruder(MachineModel):
@@ -71,87 +72,116 @@ class Extruder(MachineModel):
         self._new_product()
         self.temps["barrel"] = self.barrel_set
         self.melt = self.p["melt_bar"]
-        self.good = self.rng.randrange(50_000, 2_000_000)
+        self.good = int(self.rng.integers(50_000, 2_000_000))
         self.scrap = self.good // 60
         self.unit_fraction = 0.0
         self.since_start = self.p["startup_scrap_s"]  # running and settled when the run begins
-        self.changeover_left = 0.0
+        self.changeover_n = max(1, math.ceil(self.p["changeover_s"] / self.dt))
+        self.changeover_left = 0
 
     def initial_rises(self) -> Mapping[str, float]:
         return {"motor": 24.0}
 
     def _new_product(self) -> None:
         """Set-points of the next product: its screw speed and barrel temperature."""
-        self.speed_set = self.p["screw_rpm"] * self.rng.uniform(0.9, 1.0)
-        self.barrel_set = self.p["barrel_c"] + self.rng.uniform(-8.0, 8.0)
+        self.speed_set = self.p["screw_rpm"] * float(self.rng_state.uniform(0.9, 1.0))
+        self.barrel_set = self.p["barrel_c"] + float(self.rng_state.uniform(-8.0, 8.0))
 
-    def _advance_state(self, dt_s: float, tripped: bool) -> None:
-        before = self.state
-        if self.state == "changeover" and not tripped:
-            self.changeover_left -= dt_s
-            if self.changeover_left <= 0:
-                self.state = "running"
-        else:
-            super()._advance_state(dt_s, tripped)
-            if before == "running" and self.state == "idle" and self.rng.random() < self.p["changeover_share"]:
-                self.state = "changeover"
-                self.changeover_left = self.p["changeover_s"]
+    def _states(self, n: int, trip: int) -> Arr:
+        codes = np.empty(n, dtype=np.int8)
+        self._speed_set = np.empty(n)
+        self._barrel_set = np.empty(n)
+        self._since = np.zeros(n)
+        limit = min(n, trip)
+        i = 0
+        while i < n:
+            if i >= trip or self.state == FAULT:
+                codes[i:] = FAULT
+                self._speed_set[i:], self._barrel_set[i:] = self.speed_set, self.barrel_set
+                self.state = FAULT
+                break
+            left = self.changeover_left if self.state == CHANGEOVER else self.left
+            steps = min(limit - i, left)
+            codes[i : i + steps] = self.state
+            self._speed_set[i : i + steps], self._barrel_set[i : i + steps] = self.speed_set, self.barrel_set
+            if self.state == RUNNING:
+                self._since[i : i + steps] = self.since_start + self.dt * np.arange(1, steps + 1)
+                self.since_start += self.dt * steps
+            i += steps
+            if self.state == CHANGEOVER:
+                self.changeover_left -= steps
+                if self.changeover_left == 0:
+                    self._enter(RUNNING)
+                    self.since_start = 0.0
+                continue
+            self.left -= steps
+            if self.left > 0:
+                continue
+            if self.state == RUNNING and self.rng_state.random() < self.p["changeover_share"]:
+                self.state = CHANGEOVER
+                self.changeover_left = self.changeover_n
                 self._new_product()
-        if self.state == "running" and before != "running":
-            self.since_start = 0.0
+            elif self.state == RUNNING:
+                self._enter(IDLE)
+            else:
+                self._enter(RUNNING)
+                self.since_start = 0.0
+        return codes
 
-    def physics(self, t_s: float, dt_s: float, fx: Effects, ambient: float) -> dict[str, Value]:
+    def physics(self, t: Arr, fx: Effects, ambient: Arr, codes: Arr) -> dict[str, Arr]:
         p = self.p
-        running = self.state == "running"
-        barrel_before = self.temps["barrel"]
-        barrel = self._thermal("barrel", self.barrel_set, dt_s, p["barrel_tau_s"], sigma=0.3)
+        n = len(t)
+        running = codes == RUNNING
+        before = self.temps["barrel"]
+        barrel = lag(before, self._barrel_set, self.dt, p["barrel_tau_s"])
+        barrel_before = np.concatenate(([before], barrel[:-1]))
+        self.temps["barrel"] = float(barrel[-1])
+        barrel_reading = np.round(barrel + self.noise(0.3, n), 2)
         # Hotter melt is thinner: less torque, less pressure at the die.
-        thinning = math.exp(-0.012 * (self.temps["barrel"] - p["barrel_c"]))
-        if running:
-            self.since_start += dt_s
-            speed = self.speed_set * (1 + self.noise(0.002))
-            output_kg_h = p["output_kg_h_per_rpm"] * speed
-            drive = p["drive_kwh_per_kg"] * output_kg_h * thinning**0.5 + 0.05 * p["rated_kw"]
-            drive = drive * (1 + fx.power_extra) + self.noise(0.3)
-            shear_kw = 0.1 * drive
-            target_melt = p["melt_bar"] * (speed / p["screw_rpm"]) ** 0.4 * thinning
-            self.melt = target_melt + self.noise(1.5)
-            self._count(output_kg_h * dt_s / 3600)
-        else:
-            speed = output_kg_h = drive = shear_kw = 0.0
-            self.melt = lag(self.melt, 6.0, dt_s, 90)  # the melt in the die relaxes
+        thinning = np.exp(-0.012 * (barrel - p["barrel_c"]))
+        speed = np.where(running, self._speed_set * (1 + self.noise(0.002, n)), 0.0)
+        output_kg_h = p["output_kg_h_per_rpm"] * speed
+        drive = p["drive_kwh_per_kg"] * output_kg_h * thinning**0.5 + 0.05 * p["rated_kw"]
+        drive = np.where(running, drive * (1 + fx.power_extra) + self.noise(0.3, n), 0.0)
+        shear_kw = 0.1 * drive
+        target_melt = p["melt_bar"] * (speed / p["screw_rpm"]) ** 0.4 * thinning + self.noise(1.5, n)
+        # Stopped, the melt in the die relaxes.
+        melt = set_or_lag(self.melt, target_melt, running, np.full(n, 6.0), self.dt, 90)
+        self.melt = float(melt[-1])
+        good, scrap = self._count(output_kg_h * self.dt / 3600, running)
         # Heaters: the barrel's losses, plus what the approach to the set-point takes, minus shear heat.
         needed = (
-            p["barrel_loss_kw_per_k"] * (self.temps["barrel"] - ambient)
-            + p["barrel_kj_per_k"] * (self.temps["barrel"] - barrel_before) / dt_s
+            p["barrel_loss_kw_per_k"] * (barrel - ambient)
+            + p["barrel_kj_per_k"] * (barrel - barrel_before) / self.dt
             - shear_kw
         )
-        heaters = min(max(needed, 0.0), p["heater_kw"])
+        heaters = np.clip(needed, 0.0, p["heater_kw"])
         load = drive / p["rated_kw"]
-        power = max(drive, 0.0) + heaters
+        power = np.maximum(drive, 0.0) + heaters
         return {
-            "speed": round(speed, 2),
-            "load": round(load * 100, 1),
-            "motor_current": round(current_from_power(max(drive, 0.0), no_load_a=4.0), 2),
-            "power": round(power, 3),
-            "energy": self._energy(power, dt_s),
-            "melt_pressure": round(max(self.melt, 0.0), 1),
-            "barrel_temp": barrel,
-            "motor_temp": self._thermal(
-                "motor", ambient + 40 * load * load + fx.winding_heat + fx.bearing_heat, dt_s, 1800
-            ),
+            "speed": np.round(speed, 2),
+            "load": np.round(load * 100, 1),
+            "motor_current": np.round(currents(np.maximum(drive, 0.0), 4.0), 2),
+            "power": np.round(power, 3),
+            "energy": self._energy(power),
+            "melt_pressure": np.round(np.maximum(melt, 0.0), 1),
+            "barrel_temp": barrel_reading,
+            "motor_temp": self._thermal("motor", ambient + 40 * load * load + fx.winding_heat + fx.bearing_heat, 1800),
             "vibration_rms": self._vibration(p["vibration_mm_s"] * (0.5 + 0.5 * speed / p["screw_rpm"]), fx, running),
-            "count_good": self.good,
-            "count_scrap": self.scrap,
-            "ambient_temp": round(ambient + self.noise(0.1), 2),
+            "count_good": good,
+            "count_scrap": scrap,
+            "ambient_temp": np.round(ambient + self.noise(0.1, n), 2),
         }
 
-    def _count(self, made_kg: float) -> None:
-        self.unit_fraction += made_kg / self.p["kg_per_unit"]
-        while self.unit_fraction >= 1.0:
-            self.unit_fraction -= 1.0
-            settling = self.since_start < self.p["startup_scrap_s"]
-            if settling or self.rng.random() < self.p["scrap_share"]:
-                self.scrap += 1
-            else:
-                self.good += 1
+    def _count(self, made_kg: Arr, running: Arr) -> tuple[Arr, Arr]:
+        """Good and scrap counters: units finished in each sample; scrap while settling after a start."""
+        made = self.unit_fraction + np.cumsum(np.where(running, made_kg / self.p["kg_per_unit"], 0.0))
+        whole = np.floor(made)
+        self.unit_fraction = float(made[-1] - whole[-1])
+        units = np.diff(whole, prepend=0.0).astype(np.int64)
+        settling = self._since < self.p["startup_scrap_s"]
+        scrapped = np.where(settling, units, self.rng.binomial(units, self.p["scrap_share"]))
+        scrap = self.scrap + np.cumsum(scrapped)
+        good = self.good + np.cumsum(units - scrapped)
+        self.good, self.scrap = int(good[-1]), int(scrap[-1])
+        return good, scrap

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from birlik.payload import Value
+import numpy as np
+
 from simulators.faults import Effects
-from simulators.machines.base import MachineModel, Wander, current_from_power, lag
+from simulators.machines.base import RUNNING, Arr, MachineModel, Wander, currents, set_or_lag
 
 
 class CentrifugalPump(MachineModel):
@@ -58,56 +59,59 @@ class CentrifugalPump(MachineModel):
         return {"bearing": 22.0, "motor": 38.0, "fluid": self.p["fluid_rise_k"]}
 
     def setup(self) -> None:
-        self.demand = Wander(self.rng, 0.85, 0.05, 1800)
-        self.fluid = Wander(self.rng_extra, 0.0, 0.8, 3600)
+        self.demand = Wander(self.rng, 0.85, 0.05, 1800, self.dt)
+        self.fluid = Wander(self.rng_extra, 0.0, 0.8, 3600, self.dt)
 
-    def physics(self, t_s: float, dt_s: float, fx: Effects, ambient: float) -> dict[str, Value]:
+    def physics(self, t: Arr, fx: Effects, ambient: Arr, codes: Arr) -> dict[str, Arr]:
         p = self.p
+        n = len(t)
         extra = self.rng_extra
-        running = self.state == "running"
-        demand = self.demand.step(dt_s)
-        suction = p["suction_bar"] + self.noise(0.01)
-        strainer_dp = 0.0
-        if running:
-            q = max(0.0, p["bep_flow_m3h"] * demand * (1 - fx.flow_loss) + self.noise(0.6))
-            if fx.flow_fluctuation > 0:  # cavitation: the flow surges as vapour pockets form and collapse
-                q = max(0.0, q * (1 + fx.flow_fluctuation * self.rng_fault.gauss(0, 1)))
-            x = q / p["bep_flow_m3h"]
-            head = p["shutoff_head_m"] * (1 - 0.35 * x * x)
-            if fx.flow_fluctuation > 0:
-                head *= 1 + 0.8 * fx.flow_fluctuation * self.rng_fault.gauss(0, 1)
-            hydraulic_kw = 9.81 * (q / 3600) * head
-            shaft_kw = (hydraulic_kw / p["efficiency"] + 0.12 * p["rated_kw"]) * (1 + fx.power_extra)
-            power = shaft_kw / 0.93 + self.noise(0.05)
-            load = power / p["rated_kw"]
-            # The strainer's drop grows with the square of the flow, and many-fold when fouled;
-            # the suction transmitter behind it reads the difference.
-            clean_dp = p["strainer_dp_bar"] * x * x
-            strainer_dp = clean_dp * (1 + 20 * fx.strainer_clogging)
-            suction -= strainer_dp - clean_dp
-            discharge = suction + 0.0981 * head + self.noise(0.02)
-            speed = p["speed_rpm"] * (1 - 0.01 * load) + self.noise(1.5)
-            # Losses heat the fluid a little: dT = P_loss / (m' c_p), with q in m3/h.
-            losses_k = (shaft_kw - hydraulic_kw) * 0.86 / max(q, 5.0)
-            self.temps["fluid"] = ambient + p["fluid_rise_k"] + self.fluid.step(dt_s) + losses_k
-        else:
-            q = head = power = load = speed = 0.0
-            discharge = suction + self.noise(0.01)
-            # Still fluid in the casing cools toward the room.
-            self.fluid.step(dt_s)
-            self.temps["fluid"] = lag(self.temps["fluid"], ambient + 0.2 * p["fluid_rise_k"], dt_s, 1800)
+        running = codes == RUNNING
+        demand = self.demand.block(n)
+        suction = p["suction_bar"] + self.noise(0.01, n)
+        q = np.maximum(0.0, p["bep_flow_m3h"] * demand * (1 - fx.flow_loss) + self.noise(0.6, n))
+        # Cavitation: the flow surges as vapour pockets form and collapse.
+        surge = self.rng_fault.standard_normal((2, n))
+        q = np.maximum(0.0, q * (1 + fx.flow_fluctuation * surge[0]))
+        x = q / p["bep_flow_m3h"]
+        head = p["shutoff_head_m"] * (1 - 0.35 * x * x) * (1 + 0.8 * fx.flow_fluctuation * surge[1])
+        hydraulic_kw = 9.81 * (q / 3600) * head
+        shaft_kw = (hydraulic_kw / p["efficiency"] + 0.12 * p["rated_kw"]) * (1 + fx.power_extra)
+        power = shaft_kw / 0.93 + self.noise(0.05, n)
+        load = power / p["rated_kw"]
+        # The strainer's drop grows with the square of the flow, and many-fold when fouled;
+        # the suction transmitter behind it reads the difference.
+        clean_dp = p["strainer_dp_bar"] * x * x
+        strainer_dp = clean_dp * (1 + 20 * fx.strainer_clogging)
+        suction_run = suction - (strainer_dp - clean_dp)
+        discharge = suction_run + 0.0981 * head + self.noise(0.02, n)
+        speed = p["speed_rpm"] * (1 - 0.01 * load) + self.noise(1.5, n)
+        # Losses heat the fluid a little: dT = P_loss / (m' c_p), with q in m3/h.
+        losses_k = (shaft_kw - hydraulic_kw) * 0.86 / np.maximum(q, 5.0)
+        fluid_run = ambient + p["fluid_rise_k"] + self.fluid.block(n) + losses_k
+        # Still fluid in the casing cools toward the room.
+        fluid = set_or_lag(self.temps["fluid"], fluid_run, running, ambient + 0.2 * p["fluid_rise_k"], self.dt, 1800)
+        self.temps["fluid"] = float(fluid[-1])
+        still_discharge = suction + self.noise(0.01, n)
+        current_noise = self.noise(0.15, n)
+        q, head, power, load, speed, strainer_dp = (
+            np.where(running, a, 0.0) for a in (q, head, power, load, speed, strainer_dp)
+        )
+        suction = np.where(running, suction_run, suction)
+        discharge = np.where(running, discharge, still_discharge)
+        power = np.maximum(power, 0.0)
         return {
-            "speed": round(speed, 1),
-            "flow": round(q, 2),
-            "suction_pressure": round(suction, 3),
-            "discharge_pressure": round(discharge, 3),
-            "motor_current": round(current_from_power(power, no_load_a=0.0) + (self.noise(0.15) if running else 0), 2),
-            "power": round(max(power, 0.0), 3),
-            "energy": self._energy(max(power, 0.0), dt_s),
+            "speed": np.round(speed, 1),
+            "flow": np.round(q, 2),
+            "suction_pressure": np.round(suction, 3),
+            "discharge_pressure": np.round(discharge, 3),
+            "motor_current": np.round(currents(power) + np.where(running, current_noise, 0.0), 2),
+            "power": np.round(power, 3),
+            "energy": self._energy(power),
             "vibration_rms": self._vibration(p["vibration_mm_s"] * (0.75 + 0.25 * load), fx, running),
-            "bearing_temp": self._thermal("bearing", ambient + 25 * load + fx.bearing_heat, dt_s, 1200),
-            "motor_temp": self._thermal("motor", ambient + 45 * load * load + fx.winding_heat, dt_s, 1800),
-            "ambient_temp": round(ambient + self.noise(0.1), 2),
-            "differential_pressure": round(strainer_dp + extra.gauss(0, 0.003), 3),
-            "fluid_temp": round(self.temps["fluid"] + extra.gauss(0, 0.05), 2),
+            "bearing_temp": self._thermal("bearing", ambient + 25 * load + fx.bearing_heat, 1200),
+            "motor_temp": self._thermal("motor", ambient + 45 * load * load + fx.winding_heat, 1800),
+            "ambient_temp": np.round(ambient + self.noise(0.1, n), 2),
+            "differential_pressure": np.round(strainer_dp + extra.normal(0, 0.003, n), 3),
+            "fluid_temp": np.round(fluid + extra.normal(0, 0.05, n), 2),
         }
