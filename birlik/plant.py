@@ -53,6 +53,8 @@ class Site:
     utc_offset_h: float
     ambient_mean_c: float
     ambient_daily_swing_c: float
+    #: Difference between the warmest and coldest months' mean (0: no seasons).
+    ambient_annual_swing_c: float
     lines: tuple[Line, ...]
 
     def machines(self) -> Iterator[Machine]:
@@ -168,6 +170,7 @@ def parse_plant(data: Any, source: str = "") -> Plant:
                 utc_offset_h=float(_get(s, "utc_offset_h", sw, (int, float), 5)),
                 ambient_mean_c=float(_get(ambient, "mean_c", sw + ": ambient", (int, float), 15.0)),
                 ambient_daily_swing_c=float(_get(ambient, "daily_swing_c", sw + ": ambient", (int, float), 10.0)),
+                ambient_annual_swing_c=float(_get(ambient, "annual_swing_c", sw + ": ambient", (int, float), 0.0)),
                 lines=tuple(lines),
             )
         )

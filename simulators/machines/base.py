@@ -32,8 +32,11 @@ AMPS_PER_KW = 1000 / (SQRT3 * LINE_VOLTAGE_V * POWER_FACTOR)
 #: Samples a model computes at once.
 BLOCK = 1024
 
-STATES = ("running", "idle", "changeover", "fault")
-RUNNING, IDLE, CHANGEOVER, FAULT = range(4)
+STATES = ("running", "idle", "changeover", "fault", "stopped")
+RUNNING, IDLE, CHANGEOVER, FAULT, STOPPED = range(5)
+#: A stop at least this long is a shutdown (state ``stopped``: planned stop, no orders);
+#: a shorter one is ``idle`` (waiting for material, an operator, the next batch).
+SHUTDOWN_S = 45 * 60
 STATE_CODE = {name: i for i, name in enumerate(STATES)}
 STATE_NAMES = np.array(STATES)
 NEVER = 1 << 62
@@ -51,10 +54,18 @@ def currents(power_kw: Arr, no_load_a: float | Arr = 0.0) -> Arr:
     return np.where(power_kw > 0, no_load_a + power_kw * AMPS_PER_KW, 0.0)
 
 
+#: Day of the year of the warmest days in Central Asia (late July).
+WARMEST_DAY = 201
+
+
 def ambient_c(site: Site, t_s: Arr) -> Arr:
-    """Site ambient temperature with a daily cycle peaking at 15:00 local time."""
+    """Site ambient temperature: a yearly cycle warmest in late July (Turkestan and
+    Syrdarya summers reach 40 degC) and a daily cycle peaking at 15:00 local time."""
     local_hour = (t_s / 3600 + site.utc_offset_h) % 24
-    return site.ambient_mean_c + site.ambient_daily_swing_c / 2 * np.sin(2 * np.pi * (local_hour - 9) / 24)
+    day_of_year = (t_s / 86_400) % 365.25
+    seasonal = site.ambient_annual_swing_c / 2 * np.cos(2 * np.pi * (day_of_year - WARMEST_DAY) / 365.25)
+    daily = site.ambient_daily_swing_c / 2 * np.sin(2 * np.pi * (local_hour - 9) / 24)
+    return site.ambient_mean_c + seasonal + daily
 
 
 _POWERS: dict[tuple[float, int], Arr] = {}
@@ -128,7 +139,7 @@ class MachineModel:
     defaults: ClassVar[Mapping[str, float]] = {}
     #: Mean time in each state (s) before leaving it, and where it goes next.
     state_durations: ClassVar[Mapping[str, float]] = {"running": 6 * 3600, "idle": 15 * 60}
-    next_state: ClassVar[Mapping[str, str]] = {"running": "idle", "idle": "running"}
+    next_state: ClassVar[Mapping[str, str]] = {"running": "idle", "idle": "running", "stopped": "running"}
     #: Which signals each :class:`Effects` field changes in this model (for the ground truth).
     effect_signals: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "vibration_add": ("vibration_rms",),
@@ -196,6 +207,8 @@ class MachineModel:
     def _enter(self, state: int) -> None:
         self.state = state
         self.left = self._duration(state)
+        if state == IDLE and self.left * self.dt >= SHUTDOWN_S:
+            self.state = STOPPED  # the same draw, named for what it is: a long stop
 
     def _states(self, n: int, trip: int) -> Arr:
         """The state of each of the next ``n`` samples; from ``trip`` on the machine is tripped."""
