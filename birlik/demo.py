@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from birlik.stack import Stack, wait_until
     from birlik.topics import subscription
     from ingest.deadletters import load as load_dead_letters
-    from simulators.fleet import Fleet
+    from simulators.fleet import Fleet, write_ground_truth
 
     terminate_gracefully()
     if args.seconds <= 0 or args.speed <= 0:
@@ -154,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
         assert stack.broker and stack.influx
         say(f"servers: Mosquitto {stack.broker.url}, InfluxDB {stack.influx.url}; state in {stack.dir}")
+        write_ground_truth(truth, stack.dir / "ground-truth.json")
 
         watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="birlik-demo", protocol=mqtt.MQTTv311)
 
@@ -361,6 +362,7 @@ def _print_summary(s: dict[str, Any], stack: Any, args: argparse.Namespace) -> N
             )
     false_alarms = sum(n for m, n in s["alerts_by_machine"].items() if m not in faulty)
     print(f"  false alarms on healthy machines: {false_alarms}")
+    print(f"  ground truth of this run (injected faults): {stack.dir / 'ground-truth.json'}")
     print()
     print("Look at the data (InfluxQL; restart the servers on this run's data with")
     print(f"  .venv/bin/birlik servers --state-dir {args.state_dir} --influx-port 8086 ):")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from birlik.stack import birlik_command
+from simulators.fleet import load_ground_truth
 
 pytestmark = pytest.mark.slow
 
@@ -58,3 +59,5 @@ def test_demo_runs_the_plant_through_everything_and_summarises(tmp_path: Path) -
     # Nothing the demo started is left running.
     assert _processes_mentioning(str(state)) == []
     assert (state / "dead-letters.jsonl").stat().st_size > 0
+    truth = load_ground_truth(state / "ground-truth.json")
+    assert {g.machine.split("/")[-1] for g in truth} >= {"pump-302", "comp-102"}
