@@ -290,9 +290,11 @@ def _publish_bad(client: Any, machines: list[Any], index: int, start_ms: int, sp
 
 
 def _progress(stack: Any, gateways: list[Any], elapsed: float, start_ms: int, speed: float) -> str:
-    published = sum(stack.stats(g.name).get("readings", 0) for g in gateways)
-    ingest = stack.stats("ingest")
+    # Downstream first: counters read in the order the data flows never show more
+    # written than published.
     analytics = stack.stats("analytics")
+    ingest = stack.stats("ingest")
+    published = sum(stack.stats(g.name).get("readings", 0) for g in gateways)
     rejected = ingest.get("readings_rejected", 0) + ingest.get("messages_rejected", 0)
     return (
         f"  {elapsed:5.0f} s  simulated {_iso(start_ms + int(elapsed * speed * 1000))}  "

@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
             end_ms=end_ms,
             wall_seconds=args.seconds,
             batch=args.batch,
-            stats=StatsFile(args.stats_file),
+            stats=StatsFile(args.stats_file, every_s=0.25),
         )
     finally:
         publisher.close()
