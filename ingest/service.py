@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from birlik.config import Config
 from birlik.influx import AsyncInfluxClient, InfluxRejected, InfluxUnavailable
@@ -52,6 +54,23 @@ class IngestStats:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+#: How long the broker keeps an MQTT v5 session (and its queued messages) while the ingest is away.
+SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+def _persistent_session(*, shared: bool) -> dict[str, Any]:
+    """Client options for a session the broker keeps while the ingest is down.
+
+    Shared subscriptions ($share/...) need MQTT v5, where that is ``clean_start=False`` with
+    a session expiry; MQTT 3.1.1 has ``clean_session=False``.
+    """
+    if not shared:
+        return {"protocol": aiomqtt.ProtocolVersion.V311, "clean_session": False}
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties.SessionExpiryInterval = SESSION_EXPIRY_S
+    return {"protocol": aiomqtt.ProtocolVersion.V5, "clean_start": False, "properties": properties}
 
 
 class IngestService:
@@ -270,9 +289,8 @@ class IngestService:
                 identifier=cfg.ingest.client_id,
                 username=cfg.mqtt.username or None,
                 password=cfg.mqtt.password or None,
-                clean_session=False,
                 keepalive=cfg.mqtt.keepalive_s,
-                protocol=aiomqtt.ProtocolVersion.V5 if cfg.ingest.share_group else aiomqtt.ProtocolVersion.V311,
+                **_persistent_session(shared=bool(cfg.ingest.share_group)),
             )
             try:
                 async with client:

@@ -151,3 +151,25 @@ async def test_ingest_waits_for_influxdb_and_loses_nothing_when_it_comes_back(co
         with InfluxClient(cfg.influx.settings()) as influx:
             assert readings_in_db(influx) == 180
     assert ingest.stats.unwritten_points == 0
+
+
+async def test_two_ingest_processes_share_the_stream_without_loss_or_duplicates(
+    config: Config, influx: InfluxClient, tmp_path: Path
+) -> None:
+    import dataclasses
+
+    config.ingest.share_group = "ingest"
+    second = dataclasses.replace(
+        config,
+        ingest=dataclasses.replace(
+            config.ingest, client_id=config.ingest.client_id + "-b", dead_letters=str(tmp_path / "b.jsonl")
+        ),
+    )
+    messages = [(PUMP.topic(), good(seq)) for seq in range(1, 201)]
+    async with running_ingest(config) as a, running_ingest(second) as b:
+        client = publisher(config.mqtt, f"share-{config.influx.database}")
+        await asyncio.to_thread(publish_all, client, messages)
+        client.disconnect()
+        await wait_for(lambda: a.stats.messages_received + b.stats.messages_received == 200)
+    assert a.stats.messages_received > 0 and b.stats.messages_received > 0  # both took a share
+    assert readings_in_db(influx) == 3 * 200
