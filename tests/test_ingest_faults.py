@@ -173,3 +173,38 @@ async def test_two_ingest_processes_share_the_stream_without_loss_or_duplicates(
         await wait_for(lambda: a.stats.messages_received + b.stats.messages_received == 200)
     assert a.stats.messages_received > 0 and b.stats.messages_received > 0  # both took a share
     assert readings_in_db(influx) == 3 * 200
+
+
+async def test_stopping_while_influxdb_is_down_saves_the_waiting_points_for_replay(
+    config: Config, tmp_path: Path
+) -> None:
+    port = free_port()
+    cfg = load_config(
+        env={
+            "BIRLIK_MQTT_URL": config.mqtt.url,
+            "BIRLIK_INFLUX_URL": f"http://127.0.0.1:{port}",
+            "BIRLIK_INGEST_CLIENT_ID": f"unwritten-{config.influx.database}",
+            "BIRLIK_INGEST_DEAD_LETTERS": str(tmp_path / "dead.jsonl"),
+            "BIRLIK_INGEST_FLUSH_INTERVAL_S": "0.1",
+            "BIRLIK_INGEST_WRITE_RETRY_S": "1",
+        }
+    )
+    with Supervisor(tmp_path / "gone-influx") as supervisor:
+        server = supervisor.start_influxdb(port=port)
+        async with running_ingest(cfg) as ingest:
+            supervisor.stop(server.child)
+            client = publisher(cfg.mqtt, f"unwritten-pub-{config.influx.database}")
+            await asyncio.to_thread(publish_all, client, [(PUMP.topic(), good(seq)) for seq in range(1, 31)])
+            client.disconnect()
+            await wait_for(lambda: ingest.stats.messages_received == 30)
+        # Stopped with InfluxDB still down: after write_retry_s the points are saved, not lost.
+        assert ingest.stats.unwritten_points == 30
+        saved = list(tmp_path.glob("dead.unwritten-*.lp"))
+        assert len(saved) == 1
+        lines = saved[0].read_text().splitlines()
+        assert len(lines) == 30 and all(line.startswith("telemetry,") for line in lines)
+        # ...and they replay as they are once InfluxDB is back.
+        supervisor.start_influxdb(port=port)
+        with InfluxClient(cfg.influx.settings()) as influx:
+            influx.write(saved[0].read_bytes())
+            assert readings_in_db(influx) == 90
