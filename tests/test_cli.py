@@ -110,3 +110,18 @@ def test_simulate_backfills_history_into_influxdb(config: Config, influx: Influx
     assert f"backfill done: {stored:,} readings of" in result.stderr
     machines = influx.query('SHOW TAG VALUES FROM "telemetry" WITH KEY = "machine"')
     assert len(machines[0].values) == len(list(load_plant().machines()))
+
+
+def test_an_unknown_detector_is_a_configuration_error() -> None:
+    result = birlik("analytics", "--once", "--no-mqtt", env={"BIRLIK_ANALYTICS_DETECTOR": "crystal-ball"})
+    assert result.returncode == 2
+    assert "analytics.detector 'crystal-ball' is unknown (known: zscore)" in result.stderr
+
+
+def test_a_gateway_without_a_broker_says_so() -> None:
+    from birlik.servers import free_port
+
+    result = birlik("gateway", "--seconds", "1", env={"BIRLIK_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}"})
+    assert result.returncode == 1
+    assert "cannot reach the broker at mqtt://127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr
