@@ -125,3 +125,27 @@ def test_a_gateway_without_a_broker_says_so() -> None:
     assert result.returncode == 1
     assert "cannot reach the broker at mqtt://127.0.0.1:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_servers_runs_mosquitto_and_influxdb_until_stopped(tmp_path: Path) -> None:
+    import signal
+    import socket
+
+    import httpx
+
+    state = tmp_path / "servers"
+    process = subprocess.Popen(
+        [*birlik_command(), "servers", "--state-dir", str(state)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        urls = dict(process.stdout.readline().removeprefix("export ").strip().split("=", 1) for _ in range(2))
+        influx = urls["BIRLIK_INFLUX_URL"]
+        assert httpx.get(f"{influx}/ping", timeout=5).status_code == 204
+        host, port = urls["BIRLIK_MQTT_URL"].removeprefix("mqtt://").split(":")
+        socket.create_connection((host, int(port)), timeout=5).close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{influx}/ping", timeout=2)
