@@ -123,10 +123,13 @@ class AnalyticsWorker:
         read = 0
         for machine, series in zip(machines, results, strict=True):
             for s in series:
-                tag_columns = {"tenant", "site", "line", "machine", "kind"}
                 columns = s.columns
                 for row in s.values:
-                    values = {c: v for c, v in zip(columns, row, strict=True) if v is not None and c not in tag_columns}
+                    values = {
+                        c: v
+                        for c, v in zip(columns, row, strict=True)
+                        if v is not None and c not in schema.MACHINE_TAGS
+                    }
                     ts = int(values.pop("time"))
                     read += 1
                     machine.last_ts = max(machine.last_ts, ts)

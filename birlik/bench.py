@@ -113,8 +113,7 @@ def pipeline(args: argparse.Namespace) -> dict[str, object]:
         t_written = time.monotonic() - t0
         ingest = stack.stats("ingest")
         with InfluxClient(InfluxSettings(url=stack.influx.url, database="birlik")) as influx:
-            series = influx.query('SELECT COUNT(*) FROM "telemetry"')
-            written = sum(v for v in series[0].values[0][1:] if v) if series else 0
+            written = influx.count_readings()
 
             # The same readings written straight to InfluxDB in batches of 5000: the ceiling.
             lines, bulk_readings = [], 0

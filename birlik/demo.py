@@ -59,31 +59,36 @@ class AlertLog:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-BAD_MESSAGES: list[tuple[str, str, bytes]] = [
-    # (what a person should read, topic machine path or "", payload)
+#: What a misconfigured device sends: (what a person should read, machine path or "" for a
+#: real machine of the plant, the raw payload or the readings of an otherwise valid message).
+BAD_MESSAGES: list[tuple[str, str, bytes | dict[str, Any]]] = [
     ("a payload that is not JSON", "", b"temperature=71.2;vibration=2.1"),
-    ("a temperature in degF", "", b""),  # filled in with a real machine and time at run time
-    ("an unknown machine", "ontustik-textile/kz-turkestan/spinning-1/rs-999", b""),
-    ("an unsupported schema version", "", b""),
-    ("a vibration of 900 mm/s (out of range)", "", b""),
+    ("a temperature in degF", "", {"units": {"bearing_temp": "degF"}, "values": {"bearing_temp": 141.8}}),
+    (
+        "an unknown machine",
+        "ontustik-textile/kz-turkestan/spinning-1/rs-999",
+        {"units": {"vibration_rms": "mm/s"}, "values": {"vibration_rms": 1.2}},
+    ),
+    ("an unsupported schema version", "", {"v": 7, "units": {}, "values": {"speed": 1450.0}}),
+    (
+        "a vibration of 900 mm/s (out of range)",
+        "",
+        {"units": {"vibration_rms": "mm/s"}, "values": {"vibration_rms": 900.0}},
+    ),
 ]
 
 
-def _bad_payload(index: int, ts_ms: int, seq: int) -> bytes:
-    base: dict[str, Any] = {"v": 1, "gateway": "gw-legacy-plc", "seq": seq, "units": {}, "samples": []}
-    if index == 1:
-        base["units"] = {"bearing_temp": "degF"}
-        base["samples"] = [{"ts": ts_ms, "values": {"bearing_temp": 141.8}}]
-    elif index == 2:
-        base["units"] = {"vibration_rms": "mm/s"}
-        base["samples"] = [{"ts": ts_ms, "values": {"vibration_rms": 1.2}}]
-    elif index == 3:
-        base["v"] = 7
-        base["samples"] = [{"ts": ts_ms, "values": {"speed": 1450.0}}]
-    elif index == 4:
-        base["units"] = {"vibration_rms": "mm/s"}
-        base["samples"] = [{"ts": ts_ms, "values": {"vibration_rms": 900.0}}]
-    return json.dumps(base).encode()
+def _bad_payload(spec: bytes | dict[str, Any], ts_ms: int, seq: int) -> bytes:
+    if isinstance(spec, bytes):
+        return spec
+    message = {
+        "v": spec.get("v", 1),
+        "gateway": "gw-legacy-plc",
+        "seq": seq,
+        "units": spec["units"],
+        "samples": [{"ts": ts_ms, "values": spec["values"]}],
+    }
+    return json.dumps(message).encode()
 
 
 def _iso(ms: int) -> str:
@@ -216,7 +221,8 @@ def run(args: argparse.Namespace) -> int:
             while any(g.running for g in gateways):
                 now = time.monotonic()
                 if not args.no_bad_device and now >= next_bad:
-                    published_bad += _publish_bad(watcher, machines, bad_index, start_ms, args.speed, now - started)
+                    _publish_bad(watcher, machines, bad_index, start_ms, args.speed, now - started)
+                    published_bad += 1
                     bad_index += 1
                     next_bad = now + 5
                 if now >= next_report:
@@ -277,16 +283,11 @@ def run(args: argparse.Namespace) -> int:
     return 0 if summary["published"] == summary["written"] else 1
 
 
-def _publish_bad(client: Any, machines: list[Any], index: int, start_ms: int, speed: float, elapsed: float) -> int:
-    what, path, _ = BAD_MESSAGES[index % len(BAD_MESSAGES)]
-    ts = start_ms + int(elapsed * speed * 1000)
+def _publish_bad(client: Any, machines: list[Any], index: int, start_ms: int, speed: float, elapsed: float) -> None:
+    what, path, spec = BAD_MESSAGES[index % len(BAD_MESSAGES)]
     topic = f"birlik/{path}/telemetry" if path else machines[index % len(machines)].path.topic()
-    payload = (
-        BAD_MESSAGES[0][2] if index % len(BAD_MESSAGES) == 0 else _bad_payload(index % len(BAD_MESSAGES), ts, index)
-    )
-    client.publish(topic, payload, qos=1)
+    client.publish(topic, _bad_payload(spec, start_ms + int(elapsed * speed * 1000), index), qos=1)
     log.debug("bad device: %s on %s", what, topic)
-    return 1
 
 
 def _progress(stack: Any, gateways: list[Any], elapsed: float, start_ms: int, speed: float) -> str:
@@ -308,8 +309,7 @@ def _summarise(
     stack: Any, influx: Any, plant: Any, alerts: AlertLog, truth: list[Any], dead: list[dict[str, Any]]
 ) -> dict[str, Any]:
     gateways = [stack.stats(f"gateway-{s.id}") for s in plant.sites]
-    series = influx.query('SELECT COUNT(*) FROM "telemetry"')
-    written = sum(v for v in series[0].values[0][1:] if v) if series else 0
+    written = influx.count_readings()
     points = influx.query('SELECT COUNT("state") FROM "telemetry"')
     anomalies = influx.count("anomaly", "score", "anomalous = true")
     scored = influx.count("anomaly", "score")

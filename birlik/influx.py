@@ -163,6 +163,11 @@ class InfluxClient:
     def drop_database(self, name: str) -> None:
         self.query_all(f"DROP DATABASE {quote_ident(name)}")
 
+    def count_readings(self, measurement: str = "telemetry") -> int:
+        """How many values of all fields are stored (readings, not points)."""
+        series = self.query(f"SELECT COUNT(*) FROM {quote_ident(measurement)}")
+        return sum(v for v in series[0].values[0][1:] if v) if series and series[0].values else 0
+
     def count(self, measurement: str, field: str, where: str = "") -> int:
         """How many values of ``field`` are stored (0 if none)."""
         q = f"SELECT COUNT({quote_ident(field)}) FROM {quote_ident(measurement)}"

@@ -55,6 +55,9 @@ class IngestStats:
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    def count_rejected(self, reason: str, n: int = 1) -> None:
+        self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + n
+
 
 #: How long the broker keeps an MQTT v5 session (and its queued messages) while the ingest is away.
 SESSION_EXPIRY_S = 7 * 24 * 3600
@@ -108,7 +111,7 @@ class IngestService:
             )
         except PayloadError as exc:
             s.messages_rejected += 1
-            s.rejected_by_reason[exc.reason] = s.rejected_by_reason.get(exc.reason, 0) + 1
+            s.count_rejected(exc.reason)
             self.dead_letters.message(topic, payload, exc.reason, exc.detail)
             log.debug("rejected message on %s: %s", topic, exc)
             return
@@ -122,7 +125,7 @@ class IngestService:
         if telemetry.rejections:
             s.readings_rejected += len(telemetry.rejections)
             for r in telemetry.rejections:
-                s.rejected_by_reason[r.reason] = s.rejected_by_reason.get(r.reason, 0) + 1
+                s.count_rejected(r.reason)
             self.dead_letters.readings_of(topic, telemetry)
         for sample, line in zip(telemetry.samples, telemetry_lines(telemetry), strict=True):
             self._lines.append(line)
@@ -207,9 +210,7 @@ class IngestService:
             log.warning("InfluxDB refused a point: %s", error.message)
             self.dead_letters.lines(lines, Reason.DB_REJECTED, error.message, counts[0])
             self.stats.readings_rejected += counts[0]
-            self.stats.rejected_by_reason[Reason.DB_REJECTED] = (
-                self.stats.rejected_by_reason.get(Reason.DB_REJECTED, 0) + counts[0]
-            )
+            self.stats.count_rejected(Reason.DB_REJECTED, counts[0])
             return
         mid = len(lines) // 2
         for part, part_counts in ((lines[:mid], counts[:mid]), (lines[mid:], counts[mid:])):

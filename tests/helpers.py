@@ -58,5 +58,4 @@ def publish_all(client: mqtt.Client, messages: list[tuple[str, bytes]]) -> None:
 
 
 def readings_in_db(influx: InfluxClient, measurement: str = "telemetry") -> int:
-    series = influx.query(f'SELECT COUNT(*) FROM "{measurement}"')
-    return sum(v for v in series[0].values[0][1:] if v) if series else 0
+    return influx.count_readings(measurement)

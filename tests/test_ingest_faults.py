@@ -122,17 +122,21 @@ async def test_points_the_database_refuses_are_isolated_and_the_rest_of_the_batc
     assert influx.count("telemetry", "motor_temp") == 40
 
 
+def _config_on_port(config: Config, tmp_path: Path, port: int, name: str, **ingest: str) -> Config:
+    """The session broker, an InfluxDB of the test's own on ``port``, a fresh client id."""
+    env = {
+        "BIRLIK_MQTT_URL": config.mqtt.url,
+        "BIRLIK_INFLUX_URL": f"http://127.0.0.1:{port}",
+        "BIRLIK_INGEST_CLIENT_ID": f"{name}-{config.influx.database}",
+        "BIRLIK_INGEST_DEAD_LETTERS": str(tmp_path / "dead.jsonl"),
+        "BIRLIK_INGEST_FLUSH_INTERVAL_S": "0.1",
+    }
+    return load_config(env=env | {f"BIRLIK_INGEST_{k.upper()}": v for k, v in ingest.items()})
+
+
 async def test_ingest_waits_for_influxdb_and_loses_nothing_when_it_comes_back(config: Config, tmp_path: Path) -> None:
     port = free_port()
-    cfg = load_config(
-        env={
-            "BIRLIK_MQTT_URL": config.mqtt.url,
-            "BIRLIK_INFLUX_URL": f"http://127.0.0.1:{port}",
-            "BIRLIK_INGEST_CLIENT_ID": f"outage-{config.influx.database}",
-            "BIRLIK_INGEST_DEAD_LETTERS": str(tmp_path / "dead.jsonl"),
-            "BIRLIK_INGEST_FLUSH_INTERVAL_S": "0.1",
-        }
-    )
+    cfg = _config_on_port(config, tmp_path, port, "outage")
     with Supervisor(tmp_path / "late-influx") as supervisor:
         # First InfluxDB comes up, ingest subscribes; then InfluxDB goes away mid-stream.
         first = supervisor.start_influxdb(port=port)
@@ -179,16 +183,7 @@ async def test_stopping_while_influxdb_is_down_saves_the_waiting_points_for_repl
     config: Config, tmp_path: Path
 ) -> None:
     port = free_port()
-    cfg = load_config(
-        env={
-            "BIRLIK_MQTT_URL": config.mqtt.url,
-            "BIRLIK_INFLUX_URL": f"http://127.0.0.1:{port}",
-            "BIRLIK_INGEST_CLIENT_ID": f"unwritten-{config.influx.database}",
-            "BIRLIK_INGEST_DEAD_LETTERS": str(tmp_path / "dead.jsonl"),
-            "BIRLIK_INGEST_FLUSH_INTERVAL_S": "0.1",
-            "BIRLIK_INGEST_WRITE_RETRY_S": "1",
-        }
-    )
+    cfg = _config_on_port(config, tmp_path, port, "unwritten", write_retry_s="1")
     with Supervisor(tmp_path / "gone-influx") as supervisor:
         server = supervisor.start_influxdb(port=port)
         async with running_ingest(cfg) as ingest:
