@@ -31,10 +31,9 @@ def run(args: argparse.Namespace) -> int:
     from analytics.alerts import AlertChannel, LogChannel, MqttChannel
     from analytics.detectors import DETECTORS
     from analytics.worker import AnalyticsWorker
-    from birlik.cli import terminate_gracefully
     from birlik.config import ConfigError, load_config
     from birlik.influx import InfluxClient
-    from gateway.cli import parse_start
+    from birlik.process import parse_start, terminate_gracefully
 
     log = logging.getLogger("analytics")
     terminate_gracefully()

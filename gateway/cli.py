@@ -6,34 +6,15 @@ import argparse
 import json
 import re
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from birlik.plant import PlantError, parse_duration
+from birlik.process import parse_start
 
 if TYPE_CHECKING:
     from birlik.topics import MachinePath
     from gateway.drivers import Driver
-
-
-def parse_start(text: str) -> int:
-    """Device-clock start in ms: ``now``, ``now-2h``, or an ISO 8601 time."""
-    text = text.strip()
-    if text.startswith("now"):
-        rest = text[3:].strip()
-        offset = 0.0
-        if rest:
-            if rest[0] not in "+-":
-                raise argparse.ArgumentTypeError(f"{text!r}: expected now, now-2h or now+10m")
-            offset = parse_duration(rest[1:]) * (-1 if rest[0] == "-" else 1)
-        return int((time.time() + offset) * 1000)
-    try:
-        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a time (examples: now, now-2h, 2026-11-22T08:00:00Z)"
-        ) from None
 
 
 #: ``--start recording``: a replay keeps the recorded timestamps.
@@ -154,8 +135,8 @@ def _name(text: str) -> str:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from birlik.cli import terminate_gracefully
     from birlik.config import load_config
+    from birlik.process import terminate_gracefully
     from birlik.stats import StatsFile
     from gateway.publisher import MqttPublisher, PublishError
     from gateway.service import Clock, run_gateway
@@ -204,7 +185,7 @@ Setup = tuple["Driver", int, int | None, str, list[dict[str, object]]]
 
 def _simulator(args: argparse.Namespace) -> Setup:
     from birlik.plant import load_plant
-    from gateway.drivers import SimulatorDriver
+    from simulators.driver import SimulatorDriver  # only when simulated machines are configured
 
     replay_only = [o for o, v in (("--mapping", args.mapping), ("--machine", args.machine), ("--kind", args.kind)) if v]
     if replay_only:

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from birlik.plant import PlantError, load_plant, parse_duration
-    from gateway.cli import parse_start
+    from birlik.process import parse_start
     from simulators.fleet import Fleet
 
     log = logging.getLogger("simulate")

@@ -11,7 +11,7 @@ import pytest
 
 from birlik.config import Config, load_config
 from birlik.influx import InfluxClient
-from birlik.servers import InfluxDB, Mosquitto, Supervisor
+from ops.servers import InfluxDB, Mosquitto, Supervisor
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from birlik.cli import build_parser
 from birlik.config import Config
 from birlik.influx import InfluxClient
 from birlik.plant import load_plant
-from birlik.stack import birlik_command
+from ops.cli import build_parser
+from ops.stack import birlik_command
 from tests.helpers import readings_in_db
 
 SUBCOMMANDS = ["demo", "gateway", "ingest", "analytics", "simulate", "dashboards", "servers", "bench", "config"]
@@ -119,7 +119,7 @@ def test_an_unknown_detector_is_a_configuration_error() -> None:
 
 
 def test_a_gateway_without_a_broker_says_so() -> None:
-    from birlik.servers import free_port
+    from ops.servers import free_port
 
     result = birlik("gateway", "--seconds", "1", env={"BIRLIK_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}"})
     assert result.returncode == 1

@@ -39,11 +39,11 @@ def _command(service: dict[str, Any]) -> list[str]:
 
 def _parser() -> argparse.ArgumentParser:
     try:
-        from birlik.cli import build_parser
+        from ops.cli import build_parser
 
         return build_parser()
     except ImportError as exc:  # a stage's cli module is not written yet
-        pytest.skip(f"birlik.cli.build_parser cannot be built yet: {exc}")
+        pytest.skip(f"ops.cli.build_parser cannot be built yet: {exc}")
 
 
 def test_platform_services_run_the_birlik_image(compose: dict[str, Any]) -> None:

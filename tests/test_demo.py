@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from birlik.stack import birlik_command
+from ops.stack import birlik_command
 from simulators.fleet import load_ground_truth
 
 pytestmark = pytest.mark.slow

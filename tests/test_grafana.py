@@ -17,13 +17,13 @@ import pytest
 import yaml
 
 import grafana
-from birlik.cli import common_options
 from birlik.config import Config
 from birlik.influx import InfluxClient, Series
 from birlik.lineprotocol import encode_point
 from birlik.schema import ALERT, ANOMALY, TELEMETRY
 from grafana import cli as grafana_cli
 from grafana import expand_macros, panel_queries
+from ops.cli import common_options
 
 REPO = Path(__file__).resolve().parents[1]
 PROVISIONING = REPO / "grafana" / "provisioning"
@@ -508,9 +508,9 @@ async def test_every_query_returns_data_after_a_short_simulated_run(
     from analytics.detectors import DETECTORS
     from analytics.worker import AnalyticsWorker
     from birlik.plant import parse_plant
-    from gateway.drivers import SimulatorDriver
     from gateway.publisher import MqttPublisher
     from gateway.service import Clock, run_gateway
+    from simulators.driver import SimulatorDriver
     from tests.helpers import running_ingest, wait_for
 
     plant = parse_plant(SIM_PLANT, "grafana-test-plant")

@@ -12,9 +12,9 @@ import pytest
 from birlik.config import Config, load_config
 from birlik.influx import InfluxClient
 from birlik.payload import encode_telemetry
-from birlik.servers import Supervisor, free_port
 from birlik.topics import MachinePath
 from ingest.deadletters import load as load_dead_letters
+from ops.servers import Supervisor, free_port
 from tests.helpers import publish_all, publisher, readings_in_db, running_ingest, wait_for
 
 pytestmark = pytest.mark.slow

@@ -9,9 +9,9 @@ import pytest
 from birlik.config import Config
 from birlik.influx import InfluxClient
 from birlik.plant import load_plant
-from gateway.drivers import SimulatorDriver
 from gateway.publisher import MqttPublisher
 from gateway.service import Clock, run_gateway
+from simulators.driver import SimulatorDriver
 from simulators.fleet import Fleet
 from tests.helpers import readings_in_db, running_ingest, wait_for
 

@@ -15,7 +15,6 @@ import pytest
 
 from birlik.config import Config
 from birlik.influx import InfluxClient
-from birlik.stack import birlik_command
 from birlik.topics import MachinePath
 from gateway.cli import replay_machines
 from gateway.publisher import MqttPublisher
@@ -30,6 +29,7 @@ from gateway.replay import (
     write_ground_truth,
 )
 from gateway.service import Clock, run_gateway
+from ops.stack import birlik_command
 from tests.helpers import readings_in_db, running_ingest, wait_for
 
 # SKAB is GPL-licensed: it is read from the shared folder next to the repository, never copied in.

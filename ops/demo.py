@@ -99,15 +99,15 @@ def run(args: argparse.Namespace) -> int:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from birlik.bench import DEMO_ANALYTICS
-    from birlik.cli import terminate_gracefully
     from birlik.influx import InfluxClient, InfluxSettings
     from birlik.payload import PayloadError, decode_alert
     from birlik.plant import PlantError, load_plant
-    from birlik.servers import ServerError, Supervisor
-    from birlik.stack import Stack, wait_until
+    from birlik.process import terminate_gracefully
     from birlik.topics import subscription
     from ingest.deadletters import load as load_dead_letters
+    from ops.bench import DEMO_ANALYTICS
+    from ops.servers import ServerError, Supervisor
+    from ops.stack import Stack, wait_until
     from simulators.fleet import Fleet, write_ground_truth
 
     terminate_gracefully()

@@ -14,14 +14,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from birlik.servers import Child, InfluxDB, Mosquitto, ServerError, Supervisor
 from birlik.stats import read_stats
+from ops.servers import Child, InfluxDB, Mosquitto, ServerError, Supervisor
 
 
 def birlik_command() -> list[str]:
     """How to run ``birlik`` with this interpreter (the venv's console script if present)."""
     script = Path(sys.executable).parent / "birlik"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "birlik.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "ops.cli"]
 
 
 class Stack:

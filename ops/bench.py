@@ -71,8 +71,8 @@ def pipeline(args: argparse.Namespace) -> dict[str, object]:
     from birlik.influx import InfluxClient, InfluxSettings
     from birlik.lineprotocol import encode_point
     from birlik.plant import load_plant, parse_duration
-    from birlik.servers import Supervisor
-    from birlik.stack import Stack, wait_until
+    from ops.servers import Supervisor
+    from ops.stack import Stack, wait_until
     from simulators.fleet import Fleet
 
     plant = load_plant()
@@ -165,7 +165,7 @@ def detection(args: argparse.Namespace) -> dict[str, object]:
     from birlik.config import load_config
     from birlik.influx import InfluxClient, InfluxSettings
     from birlik.plant import load_plant, parse_duration
-    from birlik.servers import Supervisor
+    from ops.servers import Supervisor
     from simulators.backfill import backfill
     from simulators.fleet import Fleet
 
@@ -244,8 +244,8 @@ DEMO_ANALYTICS: dict[str, Any] = {"poll_interval_s": 1.0, "warmup_samples": 120,
 @benchmark("simulators", "machine-days simulated per wall second, with publishing off and through the gateway")
 def simulators(args: argparse.Namespace) -> dict[str, object]:
     from birlik.plant import load_plant
-    from birlik.servers import Supervisor
-    from birlik.stack import Stack
+    from ops.servers import Supervisor
+    from ops.stack import Stack
 
     plant = load_plant(args.plant)
     machines = len(list(plant.machines()))

@@ -5,40 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 
 from birlik import __version__
 from birlik.config import ConfigError, load_config
+from birlik.process import setup_logging, terminate_gracefully
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    # Per-request lines from the HTTP client drown the service's own log.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
-
-
-def terminate_gracefully() -> None:
-    """Stop the same way on SIGTERM as on Ctrl-C: both raise KeyboardInterrupt."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
-    # A process started in the background of a script inherits SIGINT as ignored.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -60,11 +36,11 @@ def common_options() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     import analytics.cli
-    import birlik.bench
-    import birlik.demo
     import gateway.cli
     import grafana.cli
     import ingest.cli
+    import ops.bench
+    import ops.demo
     import simulators.cli
 
     parser = argparse.ArgumentParser(
@@ -79,14 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"birlik {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     common = common_options()
-    birlik.demo.register(sub, common)
+    ops.demo.register(sub, common)
     gateway.cli.register(sub, common)
     ingest.cli.register(sub, common)
     analytics.cli.register(sub, common)
     simulators.cli.register(sub, common)
     grafana.cli.register(sub, common)
     register_servers(sub, common)
-    birlik.bench.register(sub, common)
+    ops.bench.register(sub, common)
     register_config(sub, common)
     return parser
 
@@ -108,7 +84,7 @@ def register_servers(sub: argparse._SubParsersAction[argparse.ArgumentParser], c
 
 
 def run_servers(args: argparse.Namespace) -> int:
-    from birlik.servers import Supervisor
+    from ops.servers import Supervisor
 
     terminate_gracefully()
     with Supervisor(args.state_dir) as supervisor:
