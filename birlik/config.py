@@ -71,20 +71,40 @@ class InfluxConfig:
 
 @dataclass
 class IngestConfig:
-    #: Readings are written to InfluxDB in batches of at most this many points...
+    #: Readings are written to InfluxDB in batches of at most about this many points...
     batch_size: int = 5000
     #: ...or after this long, whichever comes first.
-    flush_interval_s: float = 0.5
+    flush_interval_s: float = 0.25
+    #: The most unacknowledged messages the broker may send (MQTT v5 Receive Maximum, at most
+    #: 65535): the process holds at most this many, the rest waits in the broker. A window of W
+    #: messages and a write latency of L seconds allow about W / L messages per second.
+    window: int = 20000
     #: Where rejected messages and readings are kept (JSON lines), with the reason.
     dead_letters: str = "dead-letters.jsonl"
+    #: Dead-letter files are rotated at this size; this many rotated files are kept.
+    dead_letters_max_mb: int = 100
+    dead_letters_keep: int = 5
     #: Plant description; when set, messages from machines not in it are rejected.
     plant: str = ""
     max_payload_bytes: int = 256 * 1024
+    #: The MQTT client id, which names the persistent session: fixed, and unique per process.
     client_id: str = "birlik-ingest"
     #: Several ingest processes with the same group share the messages (MQTT v5 $share).
     share_group: str = ""
-    #: How long to keep retrying a write while InfluxDB is unavailable before giving up.
-    write_retry_s: float = 60.0
+    #: How long the broker keeps the session (and queues messages) while the ingest is away.
+    session_expiry_s: int = 7 * 24 * 3600
+    #: On SIGTERM, how long to go on writing what was received before leaving the rest
+    #: unacknowledged in the broker (keep it below the container's stop grace period).
+    stop_timeout_s: float = 20.0
+    #: The broker's max_queued_messages, as configured there (docker/mosquitto/mosquitto.conf):
+    #: the ingest warns at start when it would drop messages during a short outage. 0: unlimited.
+    #: (Mosquitto's max_inflight_messages does not cap an MQTT v5 client's Receive Maximum.)
+    broker_max_queued_messages: int = 1_000_000
+    #: ``host:port`` to serve Prometheus metrics on (``/metrics``), e.g. ``0.0.0.0:9108``; empty: off.
+    metrics_listen: str = ""
+    #: Every this many seconds the ingest writes its own counters to InfluxDB (measurement
+    #: ``ingest``) for the platform-health dashboard; 0: off.
+    health_interval_s: float = 10.0
     stats_file: str = ""
 
 
@@ -204,6 +224,11 @@ def _validate(config: Config) -> None:
         "ingest.batch_size": config.ingest.batch_size,
         "ingest.flush_interval_s": config.ingest.flush_interval_s,
         "ingest.max_payload_bytes": config.ingest.max_payload_bytes,
+        "ingest.window": config.ingest.window,
+        "ingest.stop_timeout_s": config.ingest.stop_timeout_s,
+        "ingest.session_expiry_s": config.ingest.session_expiry_s,
+        "ingest.dead_letters_max_mb": config.ingest.dead_letters_max_mb,
+        "ingest.dead_letters_keep": config.ingest.dead_letters_keep,
         "analytics.poll_interval_s": config.analytics.poll_interval_s,
         "analytics.warmup_samples": config.analytics.warmup_samples,
         "analytics.threshold": config.analytics.threshold,
@@ -211,8 +236,33 @@ def _validate(config: Config) -> None:
         "analytics.clear_after": config.analytics.clear_after,
     }
     for key, value in positive.items():
-        if value <= 0:
+        if not value > 0:  # also refuses NaN
             raise ConfigError(f"{key} must be positive, got {value} (from {config.sources[key]})")
+    if config.ingest.window > 65535:
+        raise ConfigError(
+            f"ingest.window must be at most 65535 (the MQTT Receive Maximum), got {config.ingest.window} "
+            f"(from {config.sources['ingest.window']})"
+        )
+    for key in ("ingest.health_interval_s", "ingest.broker_max_queued_messages"):
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if not value >= 0:
+            raise ConfigError(f"{key} must be 0 or more, got {value} (from {config.sources[key]})")
+    listen = config.ingest.metrics_listen
+    if listen:
+        port = listen.rpartition(":")[2]
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f"ingest.metrics_listen {listen!r} must look like 127.0.0.1:9108 or :9108 "
+                f"(from {config.sources['ingest.metrics_listen']})"
+            )
+    for key in ("ingest.client_id", "ingest.share_group"):
+        value = getattr(config.ingest, key.split(".")[1])
+        if any(c in value for c in "/+#") or len(value) > 128 or (key == "ingest.client_id" and not value):
+            raise ConfigError(
+                f"{key} {value!r} must be a non-empty name without '/', '+' or '#' "
+                f"(from {config.sources[key]})"
+            )
 
 
 def describe(config: Config) -> str:

@@ -17,21 +17,53 @@ import httpx
 
 
 class InfluxError(Exception):
-    """InfluxDB could not be reached or answered with an error."""
+    """InfluxDB could not be reached or answered with an error.
+
+    Three kinds, which the ingest treats differently: :class:`InfluxUnavailable` (the server is
+    away or failing: retry), :class:`InfluxRefused` (the server is up but refuses the request
+    for a reason an operator must fix: retry, and say so), :class:`InfluxRejected` (the data
+    itself is refused: isolate the bad points).
+    """
 
 
 class InfluxUnavailable(InfluxError):
     """Transient: connection refused, time-out, or a 5xx answer. Retrying may succeed."""
 
 
+class InfluxRefused(InfluxError):
+    """The server refused the request for a reason that is not the data: 401/403 (credentials),
+    404 (no such database), 429 (rate limit), 413 (body too large) and other 4xx but 400.
+
+    The same data may well be accepted once an operator fixes the cause (or the batch is
+    smaller, for 413): the points are not bad, so they must not be discarded.
+    """
+
+    def __init__(self, status: int, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+    @property
+    def hint(self) -> str:
+        """What an operator should look at."""
+        return {
+            401: "InfluxDB refuses the credentials: check influx.token or influx.username/password",
+            403: "the credentials may not write to this database: check the token's or user's permissions",
+            404: "the database does not exist (dropped?): create it, or check influx.database",
+            413: "the request body is too large for the server",
+            429: "InfluxDB is rate-limiting writes",
+        }.get(self.status, "InfluxDB refused the request")
+
+
 class InfluxRejected(InfluxError):
-    """The server refused the request itself (4xx): retrying the same data will not help."""
+    """The server refused the data itself (HTTP 400, e.g. a partial write or a type conflict):
+    retrying the same points will not help."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.message = message
-
 
 @dataclass(frozen=True, slots=True)
 class InfluxSettings:
@@ -45,10 +77,11 @@ class InfluxSettings:
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Token {self.token}"} if self.token else {}
 
-    def auth_params(self) -> dict[str, str]:
+    def auth(self) -> httpx.BasicAuth | None:
+        """User name and password travel in an ``Authorization: Basic`` header, never in the URL."""
         if self.username and not self.token:
-            return {"u": self.username, "p": self.password or ""}
-        return {}
+            return httpx.BasicAuth(self.username, self.password or "")
+        return None
 
 
 @dataclass(slots=True)
@@ -82,14 +115,23 @@ def _parse_query(body: dict[str, Any]) -> list[list[Series]]:
 
 
 def _check(response: httpx.Response) -> None:
-    if response.status_code >= 500:
-        raise InfluxUnavailable(f"HTTP {response.status_code}: {response.text[:300]}")
-    if response.status_code >= 400:
+    status = response.status_code
+    if status >= 500:
+        raise InfluxUnavailable(f"HTTP {status}: {response.text[:300]}")
+    if status >= 400:
         try:
-            message = str(response.json().get("error", response.text))
+            body = response.json()
+            message = str(body.get("error", response.text)) if isinstance(body, dict) else response.text
         except ValueError:
             message = response.text
-        raise InfluxRejected(response.status_code, message[:2000])
+        if status == 400:
+            raise InfluxRejected(status, message[:2000])
+        retry_after: float | None = None
+        try:
+            retry_after = float(response.headers.get("Retry-After", ""))
+        except ValueError:
+            retry_after = None
+        raise InfluxRefused(status, message[:500], retry_after_s=retry_after)
 
 
 def _join(lines: Iterable[str] | str | bytes) -> bytes:
@@ -115,7 +157,9 @@ class InfluxClient:
 
     def __init__(self, settings: InfluxSettings) -> None:
         self.settings = settings
-        self._http = httpx.Client(base_url=settings.url, headers=settings.auth_headers(), timeout=settings.timeout_s)
+        self._http = httpx.Client(
+            base_url=settings.url, headers=settings.auth_headers(), auth=settings.auth(), timeout=settings.timeout_s
+        )
 
     def __enter__(self) -> InfluxClient:
         return self
@@ -127,9 +171,8 @@ class InfluxClient:
         self._http.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        params = {**self.settings.auth_params(), **kwargs.pop("params", {})}
         try:
-            response = self._http.request(method, path, params=params, **kwargs)
+            response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise InfluxUnavailable(f"{self.settings.url}: {exc!r}") from exc
         _check(response)
@@ -183,7 +226,11 @@ class AsyncInfluxClient:
     def __init__(self, settings: InfluxSettings) -> None:
         self.settings = settings
         self._http = httpx.AsyncClient(
-            base_url=settings.url, headers=settings.auth_headers(), timeout=settings.timeout_s
+            base_url=settings.url,
+            headers=settings.auth_headers(),
+            auth=settings.auth(),
+            timeout=settings.timeout_s,
+            limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
         )
 
     async def __aenter__(self) -> AsyncInfluxClient:
@@ -196,9 +243,8 @@ class AsyncInfluxClient:
         await self._http.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        params = {**self.settings.auth_params(), **kwargs.pop("params", {})}
         try:
-            response = await self._http.request(method, path, params=params, **kwargs)
+            response = await self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise InfluxUnavailable(f"{self.settings.url}: {exc!r}") from exc
         _check(response)

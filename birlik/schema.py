@@ -11,6 +11,10 @@
 ``alert``      one point per alert transition, written by analytics.
                tags: tenant, site, line, machine, severity, state (raised|cleared);
                fields: id, detector, signal, message (strings), score (float).
+``ingest``     the ingest's own counters, every ``ingest.health_interval_s`` (platform health).
+               tags: client_id; fields: messages_received, messages_acked, readings_written,
+               readings_rejected, write_retries, seq_gaps, window_in_use, rejected_<reason> ...
+               (integers and floats); timestamp: the ingest's clock.
 
 All timestamps are the device time of the reading concerned, in milliseconds.
 """
@@ -18,5 +22,6 @@ All timestamps are the device time of the reading concerned, in milliseconds.
 TELEMETRY = "telemetry"
 ANOMALY = "anomaly"
 ALERT = "alert"
+INGEST = "ingest"
 
 MACHINE_TAGS = ("tenant", "site", "line", "machine", "kind")

@@ -1,12 +1,24 @@
 """The ingest service: MQTT telemetry in, validated, batched, written to InfluxDB.
 
-One asyncio task receives messages and turns the valid readings into line protocol; another
-writes them in batches (``batch_size`` points or ``flush_interval_s``, whichever first).
-Rejected messages and readings go to the dead-letter file with their reason; a batch the
-database refuses is split until the refused points are isolated, so one bad point never
-costs the good ones beside it. While InfluxDB is unavailable, writes are retried with
-back-off and the receiver pauses once ``max_buffered`` points wait, leaving the rest queued
-in the broker (persistent session, QoS 1).
+Nothing acknowledged is lost: a QoS 1 message is acknowledged to the broker only after every
+reading in it is in InfluxDB or kept as a dead letter (fsynced). Until then the broker holds
+it for the ingest's persistent session and sends it again after a crash or a lost connection.
+
+The flow, in one asyncio thread (see :mod:`ingest.mqtt` for why paho-mqtt):
+
+1. :meth:`IngestService.handle` decodes each delivery (:func:`birlik.payload.decode_telemetry`,
+   which never raises anything but :class:`~birlik.payload.PayloadError`) and appends its
+   line-protocol points to the open :class:`Batch`, with the delivery to acknowledge later.
+   Rejected messages and readings go to the dead letters; the delivery joins the batch all the
+   same, so acknowledgements keep the order the broker sent the messages in.
+2. A batch is sealed at ``batch_size`` points, at half the window of messages, or after
+   ``flush_interval_s``; the writer writes sealed batches in order, then acknowledges their
+   deliveries. While InfluxDB is away or refuses (401, 404, 429 ...), the writer retries with
+   back-off and acknowledges nothing: the window fills, the broker stops sending, and the rest
+   waits there. Only points InfluxDB refuses as malformed (HTTP 400) are isolated by splitting
+   and kept as dead letters.
+3. On stop, the writer gets ``stop_timeout_s`` to finish; what is not written by then stays
+   unacknowledged in the broker.
 """
 
 from __future__ import annotations
@@ -15,318 +27,454 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
+from birlik import schema
 from birlik.config import Config
-from birlik.influx import AsyncInfluxClient, InfluxRejected, InfluxUnavailable
-from birlik.lineprotocol import telemetry_lines
+from birlik.influx import AsyncInfluxClient, InfluxRefused, InfluxRejected, InfluxUnavailable
+from birlik.lineprotocol import encode_point, telemetry_lines
 from birlik.payload import PayloadError, Reason, decode_telemetry
 from birlik.stats import StatsFile
 from birlik.topics import MachinePath, subscription
 from ingest.deadletters import DeadLetters
+from ingest.metrics import Metrics
+from ingest.mqtt import Delivery, MqttConsumer
+from ingest.sequence import SequenceTracker
 
 log = logging.getLogger("ingest")
+
+#: Dead-letter reason for a message the ingest itself failed on (a bug, never the sender's fault).
+INTERNAL_ERROR = "internal_error"
 
 
 @dataclass
 class IngestStats:
     messages_received: int = 0
+    messages_acked: int = 0
     messages_rejected: int = 0
+    #: Messages received again (same gateway, boot and sequence number): written again, not counted again.
+    messages_redelivered: int = 0
     readings_accepted: int = 0
     readings_written: int = 0
     readings_rejected: int = 0
     points_written: int = 0
     batches_written: int = 0
     write_retries: int = 0
+    write_seconds_last: float = 0.0
+    #: Sequence numbers missing in what this process received (per gateway boot).
     seq_gaps: int = 0
-    seq_repeats: int = 0
+    #: Messages received but not yet acknowledged (bounded by ingest.window).
+    window_in_use: int = 0
     buffered_points: int = 0
-    unwritten_points: int = 0
+    #: Messages left unacknowledged in the broker at stop (it sends them again later).
+    left_in_broker: int = 0
     subscribed: bool = False
+    influx_state: str = "unknown"
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "rejected_by_reason": dict(self.rejected_by_reason)}
 
     def count_rejected(self, reason: str, n: int = 1) -> None:
         self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + n
 
 
-#: How long the broker keeps an MQTT v5 session (and its queued messages) while the ingest is away.
-SESSION_EXPIRY_S = 7 * 24 * 3600
+@dataclass
+class Batch:
+    """Points to write and the deliveries to acknowledge once they are stored."""
 
-
-def _persistent_session(*, shared: bool) -> dict[str, Any]:
-    """Client options for a session the broker keeps while the ingest is down.
-
-    Shared subscriptions ($share/...) need MQTT v5, where that is ``clean_start=False`` with
-    a session expiry; MQTT 3.1.1 has ``clean_session=False``.
-    """
-    if not shared:
-        return {"protocol": aiomqtt.ProtocolVersion.V311, "clean_session": False}
-    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    properties.SessionExpiryInterval = SESSION_EXPIRY_S
-    return {"protocol": aiomqtt.ProtocolVersion.V5, "clean_start": False, "properties": properties}
+    lines: list[str] = field(default_factory=list)
+    #: Readings per line, to count and to dead-letter exactly.
+    counts: list[int] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
+    #: Readings that count as new (not redelivered).
+    new_readings: int = 0
+    #: Dead letters were written for these deliveries: fsync before acknowledging.
+    dead_lettered: bool = False
+    opened: float = field(default_factory=time.monotonic)
 
 
 class IngestService:
-    def __init__(
-        self,
-        config: Config,
-        *,
-        machines: Mapping[MachinePath, str] | None = None,
-        max_buffered: int = 200_000,
-    ) -> None:
+    def __init__(self, config: Config, *, machines: Mapping[MachinePath, str] | None = None) -> None:
         self.config = config
         self.machines = machines
-        self.max_buffered = max_buffered
         self.stats = IngestStats()
-        self.dead_letters = DeadLetters(config.ingest.dead_letters)
-        self._stats_file = StatsFile(config.ingest.stats_file or None)
-        self._lines: list[str] = []
-        self._counts: list[int] = []
+        cfg = config.ingest
+        self.dead_letters = DeadLetters(
+            cfg.dead_letters, max_bytes=cfg.dead_letters_max_mb * 1024 * 1024, keep=cfg.dead_letters_keep
+        )
+        self.sequences = SequenceTracker()
+        self.metrics = Metrics(client_id=cfg.client_id)
+        self._stats_file = StatsFile(cfg.stats_file or None)
+        self._open = Batch()
+        self._sealed: deque[Batch] = deque()
         self._wake = asyncio.Event()
-        self._drained = asyncio.Event()
+        self._accepting = True
         self._stopping = False
-        self._last_seq: dict[str, int] = {}
+        self._consumer: MqttConsumer | None = None
+        #: Deliveries received and not yet acknowledged (or given up on): the window in use.
+        self._in_hand = 0
         #: Set once subscribed: messages published from then on will be received.
         self.ready = asyncio.Event()
 
-    # --- receiving ----------------------------------------------------------------------
+    # --- receiving (synchronous: the hot path) -----------------------------------------
 
-    def handle(self, topic: str, payload: bytes) -> None:
-        """Validate one message and buffer its readings (synchronous: the hot path)."""
+    def on_delivery(self, delivery: Delivery) -> None:
+        if not self._accepting:
+            return  # stopping: not acknowledged, so the broker keeps it for the next start
+        try:
+            self.handle(delivery)
+        except Exception:  # a bug must not stop the service or lose the messages around it
+            log.exception("unexpected error handling a message on %r; kept as a dead letter", delivery.topic[:200])
+            self._reject_message(delivery, INTERNAL_ERROR, "the ingest failed on this message (see its log)")
+
+    def handle(self, delivery: Delivery) -> None:
+        """Validate one message and add its readings and its acknowledgement to the open batch."""
         s = self.stats
         s.messages_received += 1
+        self._in_hand += 1
+        batch = self._open
         try:
             telemetry = decode_telemetry(
-                topic, payload, machines=self.machines, max_bytes=self.config.ingest.max_payload_bytes
+                delivery.topic, delivery.payload, machines=self.machines, max_bytes=self.config.ingest.max_payload_bytes
             )
         except PayloadError as exc:
-            s.messages_rejected += 1
-            s.count_rejected(exc.reason)
-            self.dead_letters.message(topic, payload, exc.reason, exc.detail)
-            log.debug("rejected message on %s: %s", topic, exc)
+            self._reject_message(delivery, exc.reason, exc.detail)
             return
-        last = self._last_seq.get(telemetry.gateway)
-        if last is not None:
-            if telemetry.seq > last + 1:
-                s.seq_gaps += telemetry.seq - last - 1
-            elif telemetry.seq <= last:
-                s.seq_repeats += 1
-        self._last_seq[telemetry.gateway] = telemetry.seq
-        if telemetry.rejections:
-            s.readings_rejected += len(telemetry.rejections)
-            for r in telemetry.rejections:
-                s.count_rejected(r.reason)
-            self.dead_letters.readings_of(topic, telemetry)
-        for sample, line in zip(telemetry.samples, telemetry_lines(telemetry), strict=True):
-            self._lines.append(line)
-            self._counts.append(len(sample.values))
-        s.readings_accepted += telemetry.reading_count
-        if len(self._lines) >= self.config.ingest.batch_size:
-            self._wake.set()
+        new = self.sequences.observe(telemetry.gateway, telemetry.boot, telemetry.seq)
+        lines = telemetry_lines(telemetry)
+        batch.lines.extend(lines)
+        batch.counts.extend(len(sample.values) for sample in telemetry.samples)
+        batch.deliveries.append(delivery)
+        if new:
+            batch.new_readings += telemetry.reading_count
+            s.readings_accepted += telemetry.reading_count
+            if telemetry.rejections:
+                s.readings_rejected += len(telemetry.rejections)
+                for r in telemetry.rejections:
+                    s.count_rejected(r.reason)
+        else:
+            s.messages_redelivered += 1
+        if telemetry.rejections and new:
+            self.dead_letters.readings_of(delivery.topic, telemetry)
+            batch.dead_lettered = True
+        self._maybe_seal()
 
-    async def _receive(self, client: aiomqtt.Client) -> None:
-        queue = client._queue  # aiomqtt's own queue: see below
-        async for message in client.messages:
-            await self._handle_message(message)
-            # aiomqtt's iterator starts a task per message; under load that costs more than
-            # validating the message. Take what is already queued directly.
-            while not queue.empty():
-                await self._handle_message(queue.get_nowait())
+    def _reject_message(self, delivery: Delivery, reason: str, detail: str) -> None:
+        s = self.stats
+        s.messages_rejected += 1
+        s.count_rejected(reason)
+        self.dead_letters.message(delivery.topic, delivery.payload, reason, detail)
+        batch = self._open
+        batch.deliveries.append(delivery)
+        batch.dead_lettered = True
+        self._maybe_seal()
 
-    async def _handle_message(self, message: aiomqtt.Message) -> None:
-        payload = message.payload
-        if not isinstance(payload, bytes | bytearray):
-            payload = str(payload).encode() if payload is not None else b""
-        self.handle(message.topic.value, bytes(payload))
-        if len(self._lines) >= self.max_buffered:
-            # Back-pressure: stop taking messages until the writer catches up; the broker
-            # keeps the rest for this persistent session.
-            self._drained.clear()
+    def _maybe_seal(self) -> None:
+        batch = self._open
+        if len(batch.lines) >= self.config.ingest.batch_size or len(batch.deliveries) >= self._half_window:
+            self._seal()
+
+    @property
+    def _half_window(self) -> int:
+        return max(1, self.config.ingest.window // 2)
+
+    def _seal(self) -> None:
+        if self._open.deliveries or self._open.lines:
+            self._sealed.append(self._open)
+            self._open = Batch()
             self._wake.set()
-            await self._drained.wait()
 
     # --- writing ------------------------------------------------------------------------
 
     async def _writer(self, influx: AsyncInfluxClient) -> None:
         interval = self.config.ingest.flush_interval_s
-        size = self.config.ingest.batch_size
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
-            self._wake.clear()
-            while self._lines:
-                lines, counts = self._lines[:size], self._counts[:size]
-                del self._lines[:size], self._counts[:size]
-                await self._write(influx, lines, counts)
-                self._publish_stats()  # rate-limited; keeps the counters fresh under a backlog
-            self._drained.set()
+            if not self._sealed:
+                if self._open.deliveries or self._open.lines:
+                    age = time.monotonic() - self._open.opened
+                    if age >= interval or self._stopping:
+                        self._seal()
+                        continue
+                    timeout = interval - age
+                else:
+                    if self._stopping:
+                        return
+                    timeout = interval
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+                self._publish_stats()
+                continue
+            batch = self._sealed[0]
+            await self._write_batch(influx, batch)
+            self._sealed.popleft()
+            self._acknowledge(batch)
             self._publish_stats()
-            if self._stopping:
-                return
 
-    async def _write(self, influx: AsyncInfluxClient, lines: list[str], counts: list[int]) -> None:
+    async def _write_batch(self, influx: AsyncInfluxClient, batch: Batch) -> None:
+        if batch.lines:
+            started = time.monotonic()
+            await self._write(influx, batch.lines, batch.counts, batch)
+            elapsed = time.monotonic() - started
+            self.stats.write_seconds_last = elapsed
+            self.metrics.write_seconds.observe(elapsed)
+            self.stats.points_written += len(batch.lines)
+            self.stats.readings_written += batch.new_readings
+            self.stats.batches_written += 1
+        if batch.dead_lettered:
+            self.dead_letters.sync()
+
+    def _acknowledge(self, batch: Batch) -> None:
+        consumer = self._consumer
+        acked = 0
+        for delivery in batch.deliveries:
+            if consumer is not None and consumer.ack(delivery):
+                acked += 1
+        self._in_hand -= len(batch.deliveries)
+        self.stats.messages_acked += acked
+        self.metrics.acked.inc(acked)
+
+    async def _write(self, influx: AsyncInfluxClient, lines: list[str], counts: list[int], batch: Batch) -> None:
+        """Write until stored; only points refused as malformed are split off to the dead letters."""
         delay = 0.2
-        failing_since: float | None = None
+        problem = ""
         while True:
             try:
                 await influx.write(lines)
             except InfluxRejected as exc:
-                await self._isolate(influx, lines, counts, exc)
+                await self._isolate(influx, lines, counts, exc, batch)
                 return
-            except InfluxUnavailable as exc:
-                now = time.monotonic()
-                failing_since = failing_since or now
-                self.stats.write_retries += 1
-                if self.stats.write_retries % 10 == 1:
-                    log.warning(
-                        "InfluxDB unavailable (%s); %d points waiting, retrying", exc, len(lines) + len(self._lines)
-                    )
-                if self._stopping and now - failing_since > self.config.ingest.write_retry_s:
-                    self._save_unwritten(lines, str(exc))
+            except InfluxRefused as exc:
+                if exc.status == 413 and len(lines) > 1:
+                    mid = len(lines) // 2
+                    await self._write(influx, lines[:mid], counts[:mid], batch)
+                    await self._write(influx, lines[mid:], counts[mid:], batch)
                     return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            self.stats.points_written += len(lines)
-            self.stats.readings_written += sum(counts)
-            self.stats.batches_written += 1
-            return
+                if exc.status == 404:
+                    with contextlib.suppress(InfluxRefused, InfluxRejected, InfluxUnavailable):
+                        await influx.create_database()
+                problem = self._influx_problem(f"{exc.hint} ({exc}); {self._waiting()}", "refused", problem)
+                wait = exc.retry_after_s if exc.retry_after_s is not None else delay
+            except InfluxUnavailable as exc:
+                text = f"InfluxDB unavailable ({exc}); {self._waiting()}"
+                problem = self._influx_problem(text, "unavailable", problem)
+                wait = delay
+            else:
+                if problem:
+                    log.info("InfluxDB writes again; %s", self._waiting())
+                self.stats.influx_state = "ok"
+                return
+            self.stats.write_retries += 1
+            self.metrics.write_retries.inc()
+            self._publish_stats()
+            await asyncio.sleep(min(wait, 30.0))
+            delay = min(delay * 2, 5.0)
+
+    def _waiting(self) -> str:
+        return (
+            f"{self.stats.window_in_use} messages held unacknowledged "
+            f"(the broker keeps the rest; nothing is lost)"
+        )
+
+    def _influx_problem(self, text: str, state: str, previous: str) -> str:
+        """Log once per change of problem, not once per attempt."""
+        key = text.split(";")[0]
+        if key != previous:
+            log.error("%s", text) if state == "refused" else log.warning("%s", text)
+        self.stats.influx_state = state
+        return key
 
     async def _isolate(
-        self, influx: AsyncInfluxClient, lines: list[str], counts: list[int], error: InfluxRejected
+        self, influx: AsyncInfluxClient, lines: list[str], counts: list[int], error: InfluxRejected, batch: Batch
     ) -> None:
-        """The database refused part of a batch: split it until each refused point is found."""
+        """The database refused part of a batch as malformed: split it until each refused point is found."""
         if len(lines) == 1:
-            log.warning("InfluxDB refused a point: %s", error.message)
+            log.warning("InfluxDB refused a point: %s", error.message[:300])
             self.dead_letters.lines(lines, Reason.DB_REJECTED, error.message, counts[0])
+            batch.dead_lettered = True
             self.stats.readings_rejected += counts[0]
             self.stats.count_rejected(Reason.DB_REJECTED, counts[0])
+            batch.new_readings -= min(counts[0], batch.new_readings)
             return
         mid = len(lines) // 2
         for part, part_counts in ((lines[:mid], counts[:mid]), (lines[mid:], counts[mid:])):
-            await self._write(influx, part, part_counts)
+            await self._write(influx, part, part_counts, batch)
 
-    def _save_unwritten(self, lines: list[str], why: str) -> None:
-        path = Path(self.config.ingest.dead_letters).with_suffix(f".unwritten-{int(time.time())}.lp")
-        with open(path, "a", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-        self.stats.unwritten_points += len(lines)
-        log.error("InfluxDB still unavailable (%s): %d points saved to %s for replay", why, len(lines), path)
+    # --- observability ------------------------------------------------------------------
 
     def _publish_stats(self, *, force: bool = False) -> None:
-        self.stats.buffered_points = len(self._lines)
+        s = self.stats
+        s.seq_gaps = self.sequences.missing
+        s.buffered_points = len(self._open.lines) + sum(len(b.lines) for b in self._sealed)
+        s.window_in_use = self._in_hand
         self.dead_letters.flush()
-        self._stats_file.update({**self.stats.as_dict(), "running": not self._stopping}, force=force)
+        self.metrics.update(s)
+        self._stats_file.update({**s.as_dict(), "running": not self._stopping}, force=force)
+
+    async def _health(self) -> None:
+        """Write the ingest's own counters to InfluxDB now and then (platform-health dashboard)."""
+        interval = self.config.ingest.health_interval_s
+        if interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            self._publish_stats()
+            s = self.stats
+            fields: dict[str, float | int | str] = {
+                k: v for k, v in s.as_dict().items() if isinstance(v, int | float) and not isinstance(v, bool)
+            }
+            for reason, n in s.rejected_by_reason.items():
+                fields[f"rejected_{reason}"] = n
+            line = encode_point(
+                schema.INGEST, {"client_id": self.config.ingest.client_id}, fields, int(time.time() * 1000)
+            )
+            self._open.lines.append(line)
+            self._open.counts.append(0)
 
     # --- the service --------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> IngestStats:
         cfg = self.config
         topic_filter = subscription("telemetry", share=cfg.ingest.share_group or None)
+        self._warn_about_limits()
+        if cfg.ingest.metrics_listen:
+            self.metrics.serve(cfg.ingest.metrics_listen)
+        consumer = MqttConsumer(
+            cfg.mqtt,
+            client_id=cfg.ingest.client_id,
+            topic_filter=topic_filter,
+            on_message=self.on_delivery,
+            receive_maximum=cfg.ingest.window,
+            session_expiry_s=cfg.ingest.session_expiry_s,
+        )
+        self._consumer = consumer
         async with AsyncInfluxClient(cfg.influx.settings()) as influx:
             await self._wait_for_influx(influx, stop)
             writer = asyncio.create_task(self._writer(influx))
+            health = asyncio.create_task(self._health())
+            receiver = asyncio.create_task(consumer.run(stop))
+            announcer = asyncio.create_task(self._announce(consumer, topic_filter))
             try:
-                await self._receive_until(stop, topic_filter)
+                await stop.wait()
             finally:
-                self._stopping = True
-                self._wake.set()
-                await writer
+                await self._stop(writer, consumer)
+                for task in (health, receiver, announcer):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                await consumer.disconnect()
+        # Whatever was not acknowledged (not written in time, or its connection gone) the broker sends again.
+        self.stats.left_in_broker = self.stats.messages_received - self.stats.messages_acked
+        self._in_hand = 0
         self._publish_stats(force=True)
         self.dead_letters.close()
+        self._log_summary()
+        return self.stats
+
+    async def _stop(self, writer: asyncio.Task[None], consumer: MqttConsumer) -> None:
+        """Finish writing what was received, within ``stop_timeout_s``; leave the rest in the broker."""
+        self._accepting = False
+        self._stopping = True
+        self._wake.set()
+        deadline = self.config.ingest.stop_timeout_s
+        try:
+            await asyncio.wait_for(asyncio.shield(writer), timeout=deadline)
+        except TimeoutError:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            left = self._in_hand
+            log.warning(
+                "stop: could not write everything within %.0f s (InfluxDB %s); %d messages stay unacknowledged "
+                "in the broker, which sends them again at the next start",
+                deadline,
+                self.stats.influx_state,
+                left,
+            )
+        except Exception:
+            log.exception("writer failed while stopping; what it did not write stays in the broker")
+
+    async def _announce(self, consumer: MqttConsumer, topic_filter: str) -> None:
+        cfg = self.config
+        while True:
+            await consumer.subscribed.wait()
+            if not self.ready.is_set():
+                log.info(
+                    "ingest %s subscribed to %s at %s (MQTT v5, QoS 1, persistent session%s; window %d messages, "
+                    "acknowledged after the write); batches of %d points or every %.2g s; registry: %s; "
+                    "dead letters: %s",
+                    cfg.ingest.client_id,
+                    topic_filter,
+                    cfg.mqtt.url,
+                    ", resumed" if consumer.session_present else ", new",
+                    cfg.ingest.window,
+                    cfg.ingest.batch_size,
+                    cfg.ingest.flush_interval_s,
+                    f"{len(self.machines)} machines" if self.machines is not None else "off (any machine accepted)",
+                    cfg.ingest.dead_letters,
+                )
+            self.ready.set()
+            self.stats.subscribed = True
+            self._publish_stats(force=True)
+            while consumer.subscribed.is_set():
+                await asyncio.sleep(0.2)
+            self.stats.subscribed = False
+
+    def _warn_about_limits(self) -> None:
+        cfg = self.config.ingest
+        queued = cfg.broker_max_queued_messages
+        if queued and queued < 100_000:
+            log.warning(
+                "the broker queues at most %d messages for the ingest (broker_max_queued_messages): an ingest or "
+                "InfluxDB outage longer than that many messages drops telemetry at the broker",
+                queued,
+            )
+
+    async def _wait_for_influx(self, influx: AsyncInfluxClient, stop: asyncio.Event) -> None:
+        delay = 0.5
+        problem = ""
+        while not stop.is_set():
+            try:
+                version = await influx.ping()
+                try:
+                    await influx.create_database()
+                except (InfluxRejected, InfluxRefused) as exc:  # e.g. a token without the right to create databases
+                    log.warning(
+                        "could not create database %s (%s); assuming it exists", self.config.influx.database, exc
+                    )
+                log.info("InfluxDB %s at %s, database %s", version, self.config.influx.url, self.config.influx.database)
+                self.stats.influx_state = "ok"
+                return
+            except (InfluxUnavailable, InfluxRefused) as exc:
+                text = f"waiting for InfluxDB at {self.config.influx.url}: {exc}"
+                if text != problem:
+                    log.warning("%s", text)
+                    problem = text
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                delay = min(delay * 2, 10)
+
+    def _log_summary(self) -> None:
         s = self.stats
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(s.rejected_by_reason.items())) or "none"
         log.info(
-            "ingest stopped: received %d messages, wrote %d readings (%d points, %d batches); rejected %d messages "
-            "and %d readings (%s), kept in %s; sequence gaps %d; unwritten %d",
+            "ingest stopped: received %d messages (%d redelivered), acknowledged %d; wrote %d readings (%d points, "
+            "%d batches); rejected %d messages and %d readings (%s), kept in %s; sequence gaps %d; "
+            "left unacknowledged in the broker %d",
             s.messages_received,
+            s.messages_redelivered,
+            s.messages_acked,
             s.readings_written,
             s.points_written,
             s.batches_written,
             s.messages_rejected,
             s.readings_rejected,
             reasons,
-            cfg.ingest.dead_letters,
+            self.config.ingest.dead_letters,
             s.seq_gaps,
-            s.unwritten_points,
+            s.left_in_broker,
         )
-        return s
-
-    async def _wait_for_influx(self, influx: AsyncInfluxClient, stop: asyncio.Event) -> None:
-        delay = 0.5
-        while not stop.is_set():
-            try:
-                version = await influx.ping()
-                try:
-                    await influx.create_database()
-                except InfluxRejected as exc:  # e.g. a token without the right to create databases
-                    log.warning(
-                        "could not create database %s (%s); assuming it exists", self.config.influx.database, exc
-                    )
-                log.info("InfluxDB %s at %s, database %s", version, self.config.influx.url, self.config.influx.database)
-                return
-            except InfluxUnavailable as exc:
-                log.warning("waiting for InfluxDB at %s: %s", self.config.influx.url, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10)
-
-    async def _receive_until(self, stop: asyncio.Event, topic_filter: str) -> None:
-        cfg = self.config
-        delay = 0.5
-        while not stop.is_set():
-            client = aiomqtt.Client(
-                cfg.mqtt.host,
-                cfg.mqtt.port,
-                identifier=cfg.ingest.client_id,
-                username=cfg.mqtt.username or None,
-                password=cfg.mqtt.password or None,
-                keepalive=cfg.mqtt.keepalive_s,
-                **_persistent_session(shared=bool(cfg.ingest.share_group)),
-            )
-            try:
-                async with client:
-                    await client.subscribe(topic_filter, qos=1)
-                    log.info(
-                        "ingest %s subscribed to %s at %s (QoS 1, persistent session); batches of %d or every %.2g s; "
-                        "registry: %s; dead letters: %s",
-                        cfg.ingest.client_id,
-                        topic_filter,
-                        cfg.mqtt.url,
-                        cfg.ingest.batch_size,
-                        cfg.ingest.flush_interval_s,
-                        f"{len(self.machines)} machines" if self.machines is not None else "off (any machine accepted)",
-                        cfg.ingest.dead_letters,
-                    )
-                    self.ready.set()
-                    self.stats.subscribed = True
-                    self._publish_stats(force=True)
-                    delay = 0.5
-                    receiver = asyncio.create_task(self._receive(client))
-                    stopper = asyncio.create_task(stop.wait())
-                    await asyncio.wait({receiver, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                    stopper.cancel()
-                    if receiver.done():
-                        receiver.result()  # raises the receiver's error, e.g. a lost connection
-                    receiver.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await receiver
-            except aiomqtt.MqttError as exc:
-                if not stop.is_set():
-                    log.warning("broker %s: %s; reconnecting in %.1f s", cfg.mqtt.url, exc, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 10)
-            finally:
-                # Messages already received were acknowledged to the broker: handle them, or
-                # they would be lost. (Acknowledging only after the write is the next step.)
-                while not client._queue.empty():
-                    await self._handle_message(client._queue.get_nowait())

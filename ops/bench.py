@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ops import bench_ingest
+
 if TYPE_CHECKING:
     from birlik.plant import Plant
 
@@ -49,6 +51,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("--seconds", type=float, default=10, help="simulators: wall seconds per measurement (default: 10)")
     p.add_argument("--seeds", type=int, default=5, help="detection: simulation seeds to run (default: 5)")
     p.add_argument("--plant", default=None, help="detection: plant description (default: the built-in centre)")
+    bench_ingest.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -330,3 +333,6 @@ def _fleet_of(count: int, plant: Plant) -> Plant:
         },
         f"{count} machines",
     )
+
+
+benchmark("ingest", bench_ingest.SUMMARY)(bench_ingest.run)  # ops/bench_ingest.py

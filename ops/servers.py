@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -163,11 +164,14 @@ class Supervisor:
     # --- the two servers --------------------------------------------------------------
 
     def start_mosquitto(self, *, port: int | None = None) -> Mosquitto:
+        """Mosquitto with the shipped settings (:func:`mosquitto_config`), its database in
+        ``<state dir>/mosquitto``: started again with the same state dir (and ``port``) after a
+        stop or a kill, it restores the persistent sessions and their queues."""
         port = port or free_port()
         data = self.state_dir / "mosquitto"
         data.mkdir(parents=True, exist_ok=True)
         conf = data / "mosquitto.conf"
-        conf.write_text(mosquitto_config(port))
+        conf.write_text(mosquitto_config(port, data))
         child = self.start(
             "mosquitto",
             [find_executable("mosquitto", "/usr/sbin"), "-c", str(conf)],
@@ -176,12 +180,14 @@ class Supervisor:
         )
         return Mosquitto(child, "127.0.0.1", port)
 
-    def start_influxdb(self, *, port: int | None = None) -> InfluxDB:
+    def start_influxdb(self, *, port: int | None = None, auth: bool = False) -> InfluxDB:
+        """InfluxDB on ``port``; with ``auth``, HTTP authentication is required (create the first
+        admin user without credentials, as InfluxDB 1.x allows)."""
         port = port or free_port()
         data = self.state_dir / "influxdb"
         data.mkdir(parents=True, exist_ok=True)
         conf = data / "influxdb.conf"
-        conf.write_text(influxdb_config(data, port, free_port()))
+        conf.write_text(influxdb_config(data, port, free_port(), auth=auth))
         url = f"http://127.0.0.1:{port}"
         child = self.start(
             "influxdb",
@@ -215,24 +221,108 @@ def _tcp_open(port: int) -> bool:
         return True
 
 
-def mosquitto_config(port: int) -> str:
-    return f"""# Written by birlik for a local broker; see docs/operations.md for production settings.
-listener {port} 127.0.0.1
-allow_anonymous true
-persistence false
-log_dest stdout
-log_type error
-log_type warning
-log_type notice
-connection_messages true
-# QoS 1 messages kept per client while it is slow or briefly away. The default (1000)
-# silently drops readings for a busy ingest; this bounds memory instead of losing data.
-max_queued_messages 1000000
-max_inflight_messages 1000
-"""
+# The broker's settings are those of the shipped docker/mosquitto/mosquitto.conf, so the
+# tests, the demo, the benchmarks and Docker run the same limits. Found relative to the
+# repository root; when this package is installed without the repository (pip install .
+# elsewhere, the Docker image, whose build context leaves docker/ out) the file is absent
+# and MOSQUITTO_SETTINGS below is used instead: the same settings, kept equal to the file
+# by tests/test_broker_config.py.
+SHIPPED_MOSQUITTO_CONF = Path(__file__).resolve().parents[1] / "docker" / "mosquitto" / "mosquitto.conf"
+
+MOSQUITTO_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("allow_anonymous", "true"),
+    ("persistence", "true"),
+    ("autosave_interval", "1"),
+    ("max_queued_messages", "1000000"),
+    ("max_queued_bytes", "1073741824"),
+    ("max_inflight_messages", "20000"),
+    ("message_size_limit", "33554432"),
+    ("max_packet_size", "67108864"),
+    ("persistent_client_expiration", "7d"),
+    ("log_type", "error"),
+    ("log_type", "warning"),
+    ("log_type", "notice"),
+)
+
+# Options of the shipped file that name an address or a path of the container: a local
+# broker writes its own (listener, persistence_location, log_dest, user) or leaves them out.
+# That includes password and ACL files: should the shipped file ever set allow_anonymous
+# false, the local broker (whose clients connect anonymously) needs its own answer.
+MOSQUITTO_LOCAL_OPTIONS = frozenset(
+    {
+        "listener",
+        "port",
+        "bind_address",
+        "bind_interface",
+        "socket_domain",
+        "persistence_location",
+        "log_dest",
+        "log_file",
+        "pid_file",
+        "user",
+        "include_dir",
+        "password_file",
+        "acl_file",
+        "psk_file",
+        "cafile",
+        "capath",
+        "certfile",
+        "keyfile",
+        "crlfile",
+        "dhparamfile",
+    }
+)
 
 
-def influxdb_config(data: Path, http_port: int, rpc_port: int) -> str:
+def parse_mosquitto_conf(text: str) -> list[tuple[str, str]]:
+    """The ``option value`` lines of a mosquitto.conf, in order (comments and blank lines skipped).
+
+    An option may appear more than once (``log_type``); the value is the rest of the line.
+    """
+    settings = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        option, _, value = line.partition(" ")
+        settings.append((option, value.strip()))
+    return settings
+
+
+def mosquitto_settings(conf: Path | None = None) -> tuple[list[tuple[str, str]], str]:
+    """The broker settings without the local options, and where they came from."""
+    path = SHIPPED_MOSQUITTO_CONF if conf is None else conf
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return list(MOSQUITTO_SETTINGS), "the settings built into ops/servers.py (no docker/mosquitto/mosquitto.conf)"
+    return [(k, v) for k, v in parse_mosquitto_conf(text) if k not in MOSQUITTO_LOCAL_OPTIONS], str(path)
+
+
+def mosquitto_config(port: int, data_dir: Path, *, conf: Path | None = None) -> str:
+    """A mosquitto.conf for a local broker on 127.0.0.1:``port`` keeping its database in ``data_dir``."""
+    settings, source = mosquitto_settings(conf)
+    try:
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid without a passwd entry (some containers): nothing to switch to
+        user = ""
+    lines = [
+        f"# Written by birlik for a local broker: the settings of {source},",
+        "# with this listener, database folder and log destination.",
+        f"listener {port} 127.0.0.1",
+        f"persistence_location {data_dir}/",
+        # The supervisor keeps the child's stdout in its log file.
+        "log_dest stdout",
+    ]
+    if user:
+        # Started as root, Mosquitto switches to the user "mosquitto", which cannot write the
+        # database into this folder: stay the user that started it.
+        lines.append(f"user {user}")
+    lines += [f"{option} {value}".rstrip() for option, value in settings]
+    return "\n".join(lines) + "\n"
+
+
+def influxdb_config(data: Path, http_port: int, rpc_port: int, *, auth: bool = False) -> str:
     return f"""# Written by birlik for a local InfluxDB 1.x.
 reporting-enabled = false
 bind-address = "127.0.0.1:{rpc_port}"
@@ -252,6 +342,7 @@ bind-address = "127.0.0.1:{rpc_port}"
   enabled = true
   bind-address = "127.0.0.1:{http_port}"
   log-enabled = false
+  auth-enabled = {"true" if auth else "false"}
 
 [continuous_queries]
   enabled = false

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -154,7 +155,7 @@ async def test_ingest_waits_for_influxdb_and_loses_nothing_when_it_comes_back(co
             client.disconnect()
         with InfluxClient(cfg.influx.settings()) as influx:
             assert readings_in_db(influx) == 180
-    assert ingest.stats.unwritten_points == 0
+    assert ingest.stats.left_in_broker == 0
 
 
 async def test_two_ingest_processes_share_the_stream_without_loss_or_duplicates(
@@ -179,11 +180,11 @@ async def test_two_ingest_processes_share_the_stream_without_loss_or_duplicates(
     assert readings_in_db(influx) == 3 * 200
 
 
-async def test_stopping_while_influxdb_is_down_saves_the_waiting_points_for_replay(
+async def test_stopping_while_influxdb_is_down_leaves_the_messages_in_the_broker_for_the_next_start(
     config: Config, tmp_path: Path
 ) -> None:
     port = free_port()
-    cfg = _config_on_port(config, tmp_path, port, "unwritten", write_retry_s="1")
+    cfg = _config_on_port(config, tmp_path, port, "unwritten", stop_timeout_s="1")
     with Supervisor(tmp_path / "gone-influx") as supervisor:
         server = supervisor.start_influxdb(port=port)
         async with running_ingest(cfg) as ingest:
@@ -192,14 +193,14 @@ async def test_stopping_while_influxdb_is_down_saves_the_waiting_points_for_repl
             await asyncio.to_thread(publish_all, client, [(PUMP.topic(), good(seq)) for seq in range(1, 31)])
             client.disconnect()
             await wait_for(lambda: ingest.stats.messages_received == 30)
-        # Stopped with InfluxDB still down: after write_retry_s the points are saved, not lost.
-        assert ingest.stats.unwritten_points == 30
-        saved = list(tmp_path.glob("dead.unwritten-*.lp"))
-        assert len(saved) == 1
-        lines = saved[0].read_text().splitlines()
-        assert len(lines) == 30 and all(line.startswith("telemetry,") for line in lines)
-        # ...and they replay as they are once InfluxDB is back.
+            stopping = time.monotonic()
+        # Stopped with InfluxDB still down: within the deadline, and nothing was acknowledged.
+        assert time.monotonic() - stopping < 1 + 3
+        assert ingest.stats.messages_acked == 0 and ingest.stats.left_in_broker == 30
+        assert list(tmp_path.glob("*.lp")) == []
+        # The broker sends them again to the next start, which writes them.
         supervisor.start_influxdb(port=port)
+        async with running_ingest(cfg) as again:
+            await wait_for(lambda: again.stats.messages_acked == 30)
         with InfluxClient(cfg.influx.settings()) as influx:
-            influx.write(saved[0].read_bytes())
             assert readings_in_db(influx) == 90
