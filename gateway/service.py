@@ -55,6 +55,9 @@ def run_gateway(
     (or Ctrl-C / SIGTERM). Returns the number of messages the broker did not acknowledge."""
     stats = stats or StatsFile(None)
     seq = 0
+    # Names this run of the gateway, so its sequence (restarting at 1) is not taken downstream
+    # for a repeat of the last run's. (Persisting the sequence itself is the disk buffer's job.)
+    boot = f"b{time.time_ns() // 1_000_000:x}"
     started = time.monotonic()
     last_ts = 0
     machines = driver.machines()
@@ -69,7 +72,14 @@ def run_gateway(
     )
 
     def snapshot() -> dict[str, object]:
-        return {**publisher.stats.as_dict(), "gateway": gateway_id, "seq": seq, "last_ts_ms": last_ts, "running": True}
+        return {
+            **publisher.stats.as_dict(),
+            "gateway": gateway_id,
+            "boot": boot,
+            "seq": seq,
+            "last_ts_ms": last_ts,
+            "running": True,
+        }
 
     try:
         done = False
@@ -86,12 +96,12 @@ def run_gateway(
                 last_ts = ts
                 if len(samples) >= batch:
                     seq += 1
-                    _publish(publisher, gateway_id, seq, machine, samples)
+                    _publish(publisher, gateway_id, boot, seq, machine, samples)
                     samples.clear()
             for machine, samples in pending.items():
                 if samples:
                     seq += 1
-                    _publish(publisher, gateway_id, seq, machine, samples)
+                    _publish(publisher, gateway_id, boot, seq, machine, samples)
             stats.update(snapshot())
             if not done and clock.speed != 0:
                 time.sleep(tick_s)
@@ -119,7 +129,12 @@ def run_gateway(
 
 
 def _publish(
-    publisher: MqttPublisher, gateway_id: str, seq: int, machine: Machine, samples: list[tuple[int, dict[str, Value]]]
+    publisher: MqttPublisher,
+    gateway_id: str,
+    boot: str,
+    seq: int,
+    machine: Machine,
+    samples: list[tuple[int, dict[str, Value]]],
 ) -> None:
-    payload = encode_telemetry(gateway=gateway_id, seq=seq, samples=samples, kind=machine.kind)
+    payload = encode_telemetry(gateway=gateway_id, boot=boot, seq=seq, samples=samples, kind=machine.kind)
     publisher.publish(machine.path.topic(), payload, sum(len(v) for _, v in samples))

@@ -207,7 +207,8 @@ class MqttConsumer:
         self.session_present = bool(getattr(flags, "session_present", False))
         self.epoch += 1
         self.connected.set()
-        client.subscribe(self.topic_filter, options=SubscribeOptions(qos=1))
+        # retainHandling=1: retained messages only when the subscription is new, not at every reconnect.
+        client.subscribe(self.topic_filter, options=SubscribeOptions(qos=1, retainHandling=1))
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, rcs: list[ReasonCode], props: Any) -> None:
         self._packets += 1

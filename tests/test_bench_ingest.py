@@ -104,7 +104,7 @@ def test_both_shapes_carry_the_same_valid_samples() -> None:
             kept += telemetry.reading_count
         assert seqs == list(range(1, workload.messages + 1)) and kept == workload.readings
     lines = b.line_protocol(single)
-    assert len(lines) == 520
+    assert len(lines) == 520 and b.line_protocol(batched) == lines  # the same points, in publishing order
     assert lines[0] == next(iter(telemetry_lines(decode_telemetry(single.topics[0], single.payloads[0]))))
 
 
