@@ -228,12 +228,17 @@ _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
 def _nested_deeper_than(payload: bytes, limit: int) -> bool:
     """Whether the arrays and objects of JSON ``payload`` nest more than ``limit`` levels.
 
-    Exact for valid JSON (for other text it may say yes). Linear, in C: escaped backslashes and
-    quotes go first, so every quote left delimits a string; then everything but brackets and
-    the strings; then each pass removes the innermost level (every ``[]``).
+    Exact for valid JSON (for other text it may say yes), linear and in C. Escaped backslashes
+    and quotes go first, so every quote left delimits a string; then everything but quotes and
+    brackets, then the text of strings; then each pass removes the innermost level (every ``[]``).
     """
-    s = payload.replace(b"\\\\", b"").replace(b'\\"', b"").translate(_STRUCTURE, _NOT_STRUCTURE)
-    s = b"".join(s.split(b'"')[::2])
+    if b"\\" in payload:
+        payload = payload.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # Removing two adjacent quotes (an empty string, or one string's end and the next one's
+    # start) leaves every other character inside or outside a string as it was.
+    s = payload.translate(_STRUCTURE, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in s:  # strings with brackets in them
+        s = b"".join(s.split(b'"')[::2])
     for _ in range(limit):
         if not s:
             return False

@@ -204,3 +204,16 @@ async def test_stopping_while_influxdb_is_down_leaves_the_messages_in_the_broker
             await wait_for(lambda: again.stats.messages_acked == 30)
         with InfluxClient(cfg.influx.settings()) as influx:
             assert readings_in_db(influx) == 90
+
+
+async def test_the_ingest_writes_its_own_counters_to_influxdb(config: Config, influx: InfluxClient) -> None:
+    config.ingest.health_interval_s = 0.2
+    async with running_ingest(config) as ingest:
+        client = publisher(config.mqtt, f"health-{config.influx.database}")
+        await asyncio.to_thread(publish_all, client, [(PUMP.topic(), good(seq)) for seq in range(1, 11)])
+        client.disconnect()
+        await wait_for(lambda: ingest.stats.messages_acked == 10)
+        await asyncio.sleep(0.6)
+    series = influx.query('SELECT last("messages_acked") FROM "ingest" GROUP BY "client_id"')
+    assert series and series[0].tags["client_id"] == config.ingest.client_id
+    assert series[0].values[0][1] >= 1

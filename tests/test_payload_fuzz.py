@@ -26,6 +26,7 @@ from birlik.payload import (
     Reason,
     Telemetry,
     Value,
+    _nested_deeper_than,
     decode_alert,
     decode_telemetry,
     encode_telemetry,
@@ -578,3 +579,29 @@ def test_alert_round_trip(
     decoded = decode_an_alert(ALERT_TOPIC, alert.encode())
 
     assert decoded == Alert(PATH, alert_id, state, severity, detector, signal, round(score, 4), threshold, ts, message)
+
+
+# --- the nesting check ------------------------------------------------------------------------
+
+BRACKETY_TEXT = st.text(st.sampled_from([*'[]{}"\\\\/:,ab ', "\n", "\u2028", "Ж"]), max_size=8)
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), BRACKETY_TEXT),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(BRACKETY_TEXT, children, max_size=3),
+    max_leaves=20,
+)
+
+
+def depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(depth, value), default=0)
+    return 0
+
+
+@fuzz(200)
+@given(value=JSON_VALUES, ascii_only=st.booleans(), limit=st.integers(0, 6))
+def test_the_nesting_check_is_exact_for_json(value: Any, ascii_only: bool, limit: int) -> None:
+    payload = json.dumps(value, ensure_ascii=ascii_only).encode()
+
+    assert _nested_deeper_than(payload, limit) == (depth(value) > limit)
