@@ -10,9 +10,10 @@ representation so a value read back compares equal to the value written.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 from birlik.payload import Telemetry, Value
+from birlik.topics import MachinePath
 
 _MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ "})
 _KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
@@ -69,17 +70,38 @@ def encode_point(
     return f"{head} {body}" if ts is None else f"{head} {body} {ts}"
 
 
-def telemetry_lines(telemetry: Telemetry, measurement: str = "telemetry") -> Iterable[str]:
+def telemetry_lines(telemetry: Telemetry, measurement: str = "telemetry") -> list[str]:
     """The points of a validated telemetry message, one per sample, timestamps in ms.
 
     Values are already typed by :func:`birlik.payload.decode_telemetry` (gauges float,
     counters int, states str), which keeps every field's type stable in the database.
     """
-    path = telemetry.path
-    head = escape_measurement(measurement) + "".join(
+    key = (measurement, telemetry.path, telemetry.kind)
+    head = _HEADS.get(key)
+    if head is None:
+        head = _head(*key)
+        if len(_HEADS) >= 100_000:
+            _HEADS.clear()
+        _HEADS[key] = head
+    lines = []
+    for sample in telemetry.samples:
+        # Signal names come from the catalogue and need no escaping; floats are the common case.
+        body = ",".join(
+            f"{k}={v!r}" if type(v) is float else f"{k}={format_field(v)}" for k, v in sample.values.items()
+        )
+        lines.append(f"{head} {body} {sample.ts_ms}")
+    return lines
+
+
+#: The measurement-and-tags head of each machine's points, built once.
+_HEADS: dict[tuple[str, MachinePath, str | None], str] = {}
+
+
+def _head(measurement: str, path: MachinePath, kind: str | None) -> str:
+    return escape_measurement(measurement) + "".join(
         f",{k}={escape_key(v)}"
         for k, v in (
-            ("kind", telemetry.kind),
+            ("kind", kind),
             ("line", path.line),
             ("machine", path.machine),
             ("site", path.site),
@@ -87,7 +109,3 @@ def telemetry_lines(telemetry: Telemetry, measurement: str = "telemetry") -> Ite
         )
         if v
     )
-    for sample in telemetry.samples:
-        # Signal names come from the catalogue and need no escaping.
-        body = ",".join(f"{k}={format_field(v)}" for k, v in sample.values.items())
-        yield f"{head} {body} {sample.ts_ms}"
