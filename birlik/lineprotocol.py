@@ -87,7 +87,7 @@ def telemetry_lines(telemetry: Telemetry, measurement: str = "telemetry") -> lis
     for sample in telemetry.samples:
         # Signal names come from the catalogue and need no escaping; floats are the common case.
         body = ",".join(
-            f"{k}={v!r}" if type(v) is float else f"{k}={format_field(v)}" for k, v in sample.values.items()
+            [f"{k}={v!r}" if type(v) is float else f"{k}={format_field(v)}" for k, v in sample.values.items()]
         )
         lines.append(f"{head} {body} {sample.ts_ms}")
     return lines

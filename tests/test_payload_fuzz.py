@@ -16,6 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from birlik import payload as _payload
 from birlik.lineprotocol import telemetry_lines
 from birlik.payload import (
     INT64_MAX,
@@ -605,3 +606,57 @@ def test_the_nesting_check_is_exact_for_json(value: Any, ascii_only: bool, limit
     payload = json.dumps(value, ensure_ascii=ascii_only).encode()
 
     assert _nested_deeper_than(payload, limit) == (depth(value) > limit)
+
+
+# --- the fast JSON path gives exactly the strict parser's answer --------------------------
+
+
+_json_leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)
+_json_doc = st.recursive(
+    _json_leaf,
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=4),
+    max_leaves=20,
+)
+
+
+def _outcome(parse: Any, data: bytes) -> tuple[str, Any]:
+    try:
+        return "ok", parse(data)
+    except PayloadError as exc:
+        return "rejected", exc.reason
+
+
+@st.composite
+def _json_texts(draw: st.DrawFn) -> bytes:
+    text = json.dumps(
+        draw(_json_doc),
+        separators=draw(st.sampled_from([(",", ":"), (", ", ": "), (",", " : "), (",\n", ":\t")])),
+        ensure_ascii=draw(st.booleans()),
+    )
+    edits = draw(
+        st.lists(
+            st.tuples(
+                st.integers(0, max(0, len(text))),
+                st.sampled_from(
+                    ['"k":1,', '"k":2,', '\\"', '":', " ", "\n", "[", "]", "{", "}", ",", "\\ud800", "\x00", '"']
+                ),
+            ),
+            max_size=3,
+        )
+    )
+    for where, what in edits:
+        text = text[:where] + what + text[where:]
+    return text.encode("utf-8", "surrogatepass")
+
+
+@fuzz(600)
+@given(_json_texts() | st.binary(max_size=64))
+@example(b'{"a":1,"a":2}')
+@example(b'{"a":"x\\":","a":2}')
+@example(b'{"a" :1,"a":2}')
+@example(b"[" * 65 + b"]" * 65)
+@example(b"[" * 64 + b"]" * 64)
+@example(b'{"a":"\\ud800"}')
+def test_the_fast_json_path_answers_exactly_as_the_strict_parser(data: bytes) -> None:
+    fast, strict = _outcome(_payload._json, data), _outcome(_payload._json_strict, data)
+    assert fast == strict
