@@ -158,3 +158,13 @@ def group_by(*tags: str, interval: bool = True, fill: str | None = "none") -> st
 
 def mean(field: str, alias: str | None = None) -> str:
     return f"MEAN({quote_ident(field)}) AS {quote_ident(alias or field)}"
+
+
+def maximum(field: str, alias: str | None = None) -> str:
+    return f"MAX({quote_ident(field)}) AS {quote_ident(alias or field)}"
+
+
+def per_second(field: str, alias: str | None = None) -> str:
+    """The rate of a counter that only rises: its increase per second between intervals. A
+    counter that starts again from zero (the process restarted) gives no value at that point."""
+    return f"NON_NEGATIVE_DERIVATIVE(LAST({quote_ident(field)}), 1s) AS {quote_ident(alias or field)}"

@@ -10,10 +10,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "ingest",
         parents=[common],
         help="subscribe to telemetry, validate, write to InfluxDB",
-        description="Subscribe to every machine's telemetry topic (QoS 1, persistent session), validate "
-        "each message against the payload schema and the signal catalogue, write the readings to "
-        "InfluxDB in batches, and keep rejected messages and readings in the dead-letter file. "
-        "Settings: [mqtt], [influx] and [ingest] in the config file or BIRLIK_* variables.",
+        description="Subscribe to every machine's telemetry topic (MQTT v5, QoS 1, persistent session), "
+        "validate each message against the payload schema and the signal catalogue, write the readings "
+        "to InfluxDB in batches, and keep rejected messages and readings in the dead-letter file. A "
+        "message is acknowledged to the broker only once its readings are stored (or kept as dead "
+        "letters): until then the broker keeps it, through crashes and outages. "
+        "Settings: [mqtt], [influx] and [ingest] in the config file or BIRLIK_* variables "
+        "(window, batch_size, stop_timeout_s, share_group, client_id, metrics_listen ...; "
+        "see 'birlik config' and birlik.example.toml).",
     )
     p.add_argument(
         "--plant",

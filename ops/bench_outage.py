@@ -121,10 +121,10 @@ class Packets(Sequence[bytes]):
     """The stream's first ``count`` PUBLISH packets, encoded when the publisher takes them."""
 
     def __init__(self, stream: Stream, count: int) -> None:
-        self.stream, self.count = stream, count
+        self.stream, self.total = stream, count
 
     def __len__(self) -> int:
-        return self.count
+        return self.total
 
     @overload
     def __getitem__(self, index: int) -> bytes: ...
@@ -132,8 +132,8 @@ class Packets(Sequence[bytes]):
     def __getitem__(self, index: slice) -> list[bytes]: ...
     def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
         if isinstance(index, slice):
-            return [self.stream.packet(k) for k in range(*index.indices(self.count))]
-        if not 0 <= index < self.count:
+            return [self.stream.packet(k) for k in range(*index.indices(self.total))]
+        if not 0 <= index < self.total:
             raise IndexError(index)
         return self.stream.packet(index)
 
@@ -142,10 +142,10 @@ class Schedule(Sequence[float]):
     """When each of the stream's first ``count`` messages is due (epoch s)."""
 
     def __init__(self, stream: Stream, count: int) -> None:
-        self.stream, self.count = stream, count
+        self.stream, self.total = stream, count
 
     def __len__(self) -> int:
-        return self.count
+        return self.total
 
     @overload
     def __getitem__(self, index: int) -> float: ...
@@ -153,8 +153,8 @@ class Schedule(Sequence[float]):
     def __getitem__(self, index: slice) -> list[float]: ...
     def __getitem__(self, index: int | slice) -> float | list[float]:
         if isinstance(index, slice):
-            return [self.stream.due(k) for k in range(*index.indices(self.count))]
-        if not 0 <= index < self.count:
+            return [self.stream.due(k) for k in range(*index.indices(self.total))]
+        if not 0 <= index < self.total:
             raise IndexError(index)
         return self.stream.due(index)
 
@@ -466,7 +466,8 @@ def _phases(
     watch.back_at = time.monotonic()
     watch.drain_target = publisher.acked
     log.info(
-        "InfluxDB back after %.1f min; %s messages published so far", (watch.back_at - watch.outage_at) / 60,
+        "InfluxDB back after %.1f min; %s messages published so far",
+        (watch.back_at - watch.outage_at) / 60,
         f"{publisher.acked:,}",
     )
     watch.until("after", lambda: job.done, time.monotonic() + steady_s + 330)
@@ -534,6 +535,7 @@ def _phases(
         f"{window_peak:,}",
         f"{watch.window:,}",
     )
+    _write_samples(supervisor.state_dir / "samples.csv", watch)
     log.info(
         "broker: peak RSS %.0f MB, database file at most %.0f MB; stored %s of %s readings, lost %d, duplicated %d",
         watch.broker_rss_peak,
@@ -556,6 +558,14 @@ def _phases(
         "duplicated": duplicated,
         "drain_s": f"{drain_s:.1f}",
     }
+
+
+def _write_samples(path: Path, watch: Watch) -> None:
+    """Every sample, one a second, for a plot: seconds since the start, phase, RSS, window, counters."""
+    rows = ["t_s,phase,rss_mb,window_in_use,messages_received,messages_acked"]
+    rows += [f"{s.t - watch.t0:.1f},{s.phase},{s.rss_mb:.1f},{s.window},{s.received},{s.acked}" for s in watch.samples]
+    path.write_text("\n".join(rows) + "\n")
+    log.info("samples: %s", path)
 
 
 def _report_logs(state: Path, group: bi.IngestGroup, final: dict[str, Any]) -> None:
