@@ -7,6 +7,7 @@ A telemetry message carries the readings of one machine (the machine is named by
       "gateway": "gw-turkestan-1",   # the gateway that published it
       "boot": "b-1763799000",        # optional: the gateway's boot identity
       "seq": 1042,                   # per-gateway sequence number, +1 per message
+      "replay": true,                # optional: sent again from the gateway's log, not live
       "kind": "centrifugal_pump",    # optional: the machine kind
       "units": {"vibration_rms": "mm/s", "bearing_temp": "degC"},
       "samples": [                   # one or more samples, oldest first
@@ -151,6 +152,8 @@ class Telemetry:
     samples: list[Sample]
     rejections: list[Rejection] = field(default_factory=list)
     boot: str | None = field(default=None, kw_only=True)
+    #: Sent again from the gateway's log (after an outage, or on a repair request), not live.
+    replay: bool = field(default=False, kw_only=True)
 
     @property
     def reading_count(self) -> int:
@@ -164,6 +167,7 @@ def encode_telemetry(
     samples: Sequence[tuple[int, Mapping[str, Value]]],
     kind: str | None = None,
     boot: str | None = None,
+    replay: bool = False,
 ) -> bytes:
     """Build a schema-1 telemetry payload; units come from the signal catalogue."""
     units: dict[str, str] = {}
@@ -175,6 +179,8 @@ def encode_telemetry(
     if boot is not None:
         message["boot"] = boot
     message["seq"] = seq
+    if replay:
+        message["replay"] = True
     if kind is not None:
         message["kind"] = kind
     message["units"] = units
@@ -437,6 +443,13 @@ def decode_telemetry(
     if boot is not None:
         boot = _name("boot", boot, "the gateway's boot identity, a string")
     seq = _require(message, "seq", int, "the sequence number, an integer")
+    replay = message.get("replay")
+    if replay is None:
+        replay = False
+    elif type(replay) is not bool:
+        raise PayloadError(
+            Reason.WRONG_TYPE, f"field 'replay' must be true or false, got {_json_type(replay)} {_brief(replay)}"
+        )
     if not 0 <= seq <= INT64_MAX:
         raise PayloadError(Reason.WRONG_TYPE, f"field 'seq' must be from 0 to 2**63 - 1, got {_brief(seq)}")
     units = _require(message, "units", dict, "an object of signal -> unit")
@@ -457,7 +470,7 @@ def decode_telemetry(
         kind = known_kind
 
     latest = (int(time.time() * 1000) if now_ms is None else now_ms) + MAX_FUTURE_MS
-    telemetry = Telemetry(path, gateway, seq, kind, [], boot=boot)
+    telemetry = Telemetry(path, gateway, seq, kind, [], boot=boot, replay=replay)
     reject = telemetry.rejections.append
     seen: set[int] = set()
     for index, raw in enumerate(samples):

@@ -15,6 +15,10 @@
                tags: client_id; fields: messages_received, messages_acked, readings_written,
                readings_rejected, write_retries, seq_gaps, window_in_use, rejected_<reason> ...
                (integers and floats); timestamp: the ingest's clock.
+``sequence``   which telemetry messages the ingest stored, as runs of sequence numbers, for gap
+               repair across every ingest process: one point per run per batch.
+               tags: gateway, boot, ingest (the ingest's client id); fields: first, last
+               (integers, inclusive); timestamp: the ingest's clock.
 
 All timestamps are the device time of the reading concerned, in milliseconds.
 """
@@ -23,5 +27,6 @@ TELEMETRY = "telemetry"
 ANOMALY = "anomaly"
 ALERT = "alert"
 INGEST = "ingest"
+SEQUENCE = "sequence"
 
 MACHINE_TAGS = ("tenant", "site", "line", "machine", "kind")

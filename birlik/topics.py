@@ -67,6 +67,17 @@ def parse_topic(topic: str) -> tuple[MachinePath, Channel]:
     return path, channel
 
 
+#: Gateways' own topics, outside the machine namespace: ``birlik/_gateway/<gateway>/<what>``,
+#: with ``status`` (retained birth and last-will messages) and ``repair`` (requests to publish
+#: sequence ranges again from the gateway's log).
+GATEWAY_LEVEL = "_gateway"
+
+
+def gateway_topic(gateway: str, what: Literal["status", "repair"]) -> str:
+    check_name("gateway", gateway)
+    return f"{ROOT}/{GATEWAY_LEVEL}/{gateway}/{what}"
+
+
 def subscription(channel: Channel = "telemetry", *, tenant: str = "+", share: str | None = None) -> str:
     """The topic filter for every machine's ``channel`` (of one tenant, if given).
 

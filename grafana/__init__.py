@@ -3,8 +3,9 @@
 Dashboards are built with grafana-foundation-sdk and written, with the data source and
 the dashboard provider, as a provisioning tree by ``birlik dashboards``:
 
-- :func:`centre_overview`, :func:`machine_detail`, :func:`predictive_maintenance`: the
-  dashboards (SDK objects); :func:`dashboards` gives them as JSON data.
+- :func:`centre_overview`, :func:`machine_detail`, :func:`predictive_maintenance`,
+  :func:`platform_health`: the dashboards (SDK objects); :func:`dashboards` gives them as
+  JSON data.
 - :class:`InfluxQL` / :class:`InfluxQLQuery`: the typed InfluxQL target the SDK lacks.
 - :func:`provisioning_files`, :func:`write_provisioning`, :func:`check_provisioning`: the
   provisioning tree, with :class:`ProvisioningOptions` for the data source's URL and database.
@@ -21,6 +22,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from grafana._health import platform_health
     from grafana._influxql import DATASOURCE_UID, InfluxQL, InfluxQLQuery
     from grafana._machine import machine_detail
     from grafana._maintenance import predictive_maintenance
@@ -40,6 +42,7 @@ _WHERE = {
     "DATASOURCE_UID": "_influxql",
     "InfluxQL": "_influxql",
     "InfluxQLQuery": "_influxql",
+    "platform_health": "_health",
     "machine_detail": "_machine",
     "predictive_maintenance": "_maintenance",
     "centre_overview": "_overview",
@@ -78,6 +81,7 @@ __all__ = [
     "format_value",
     "machine_detail",
     "panel_queries",
+    "platform_health",
     "predictive_maintenance",
     "provisioning_files",
     "write_provisioning",

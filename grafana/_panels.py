@@ -1,4 +1,4 @@
-"""Panel and dashboard building blocks the three dashboards share.
+"""Panel and dashboard building blocks the dashboards share.
 
 Every panel reads the provisioned InfluxDB data source; targets get ref ids A, B, C... in
 the order given. Colours and thresholds are chosen once here so a machine state or a
@@ -23,6 +23,7 @@ from grafana_foundation_sdk.models import common as common_models
 from grafana_foundation_sdk.models import dashboard as models
 from grafana_foundation_sdk.models import piechart as piechart_models
 
+from birlik.config import IngestConfig
 from birlik.signals import MACHINE_STATES
 from grafana._influxql import InfluxQL, datasource_ref
 
@@ -42,6 +43,10 @@ assert set(STATE_COLOURS) == set(MACHINE_STATES)
 # ("restricted long-term operation"), zone C/D 4.5 mm/s ("damage may occur").
 VIBRATION_STEPS = ((None, "green"), (2.8, "yellow"), (4.5, "red"))
 ALERT_STEPS = ((None, "green"), (1.0, "red"))
+# An ingest process writes a health point every ingest.health_interval_s: seconds since its
+# last one, yellow when three intervals passed without one, red after six.
+_HEALTH_S = IngestConfig().health_interval_s
+LAST_SEEN_STEPS = ((None, "green"), (3 * _HEALTH_S, "yellow"), (6 * _HEALTH_S, "red"))
 
 #: InfluxQL conditions: alerts when raised, anomaly points above their threshold.
 RAISED = "\"state\" = 'raised'"

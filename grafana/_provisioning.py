@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from grafana._health import platform_health
 from grafana._influxql import DATASOURCE_NAME, DATASOURCE_TYPE, DATASOURCE_UID
 from grafana._machine import machine_detail
 from grafana._maintenance import predictive_maintenance
@@ -32,6 +33,7 @@ DASHBOARDS: dict[str, Callable[[], Any]] = {
     "centre-overview": centre_overview,
     "machine-detail": machine_detail,
     "predictive-maintenance": predictive_maintenance,
+    "platform-health": platform_health,
 }
 
 

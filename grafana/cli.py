@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         help="generate the Grafana dashboards and provisioning files (or --check them)",
         description=(
             "Build the Grafana dashboards (centre overview, machine detail, predictive\n"
-            "maintenance) from code and write Grafana's provisioning tree:\n\n"
+            "maintenance, platform health) from code and write Grafana's provisioning tree:\n\n"
             "  OUT/datasources/birlik-influxdb.yaml   the InfluxDB data source (InfluxQL, v1 API)\n"
             "  OUT/dashboards/birlik.yaml             the dashboard provider\n"
             "  OUT/dashboards/*.json                  the dashboards\n\n"

@@ -57,6 +57,8 @@ class IngestStats:
     messages_rejected: int = 0
     #: Messages received again (same gateway, boot and sequence number): written again, not counted again.
     messages_redelivered: int = 0
+    #: Messages a gateway sent again from its log (marked ``replay``).
+    messages_replayed: int = 0
     readings_accepted: int = 0
     readings_written: int = 0
     readings_rejected: int = 0
@@ -94,6 +96,8 @@ class Batch:
     new_readings: int = 0
     #: Dead letters were written for these deliveries: fsync before acknowledging.
     dead_lettered: bool = False
+    #: Sequence numbers of the messages in the batch, per (gateway, boot), for the ``sequence`` record.
+    seqs: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     opened: float = field(default_factory=time.monotonic)
 
 
@@ -117,6 +121,8 @@ class IngestService:
         self._consumer: MqttConsumer | None = None
         #: Deliveries received and not yet acknowledged (or given up on): the window in use.
         self._in_hand = 0
+        #: Timestamp of the last ``sequence`` record per (gateway, boot): each a point of its own.
+        self._last_record_ms: dict[tuple[str, str], int] = {}
         #: Set once subscribed: messages published from then on will be received.
         self.ready = asyncio.Event()
 
@@ -145,6 +151,10 @@ class IngestService:
             self._reject_message(delivery, exc.reason, exc.detail)
             return
         new = self.sequences.observe(telemetry.gateway, telemetry.boot, telemetry.seq)
+        if telemetry.boot is not None:
+            batch.seqs.setdefault((telemetry.gateway, telemetry.boot), []).append(telemetry.seq)
+        if telemetry.replay:
+            s.messages_replayed += 1
         lines = telemetry_lines(telemetry)
         batch.lines.extend(lines)
         batch.counts.extend(len(sample.values) for sample in telemetry.samples)
@@ -184,9 +194,38 @@ class IngestService:
 
     def _seal(self) -> None:
         if self._open.deliveries or self._open.lines:
+            self._add_sequence_records(self._open)
             self._sealed.append(self._open)
             self._open = Batch()
             self._wake.set()
+
+    def _add_sequence_records(self, batch: Batch) -> None:
+        """Which sequence numbers this batch stores, as runs, written with the batch itself.
+
+        Several ingest processes sharing the stream each see part of every gateway's sequence;
+        these records are what all of them stored, in one place, for gap repair
+        (``birlik repair``). One point per run: measurement ``sequence``, tags gateway, boot and
+        ingest (this process), fields first and last.
+        """
+        if not batch.seqs:
+            return
+        me = self.config.ingest.client_id
+        for (gateway, boot), seqs in batch.seqs.items():
+            for first, last in _runs(seqs):
+                key = (gateway, boot)
+                ts = max(int(time.time() * 1000), self._last_record_ms.get(key, 0) + 1)
+                self._last_record_ms[key] = ts
+                batch.lines.append(
+                    encode_point(
+                        schema.SEQUENCE,
+                        {"gateway": gateway, "boot": boot, "ingest": me},
+                        {"first": first, "last": last},
+                        ts,
+                    )
+                )
+                batch.counts.append(0)
+        if len(self._last_record_ms) > 100_000:
+            self._last_record_ms.clear()
 
     # --- writing ------------------------------------------------------------------------
 
@@ -275,10 +314,7 @@ class IngestService:
             delay = min(delay * 2, 5.0)
 
     def _waiting(self) -> str:
-        return (
-            f"{self.stats.window_in_use} messages held unacknowledged "
-            f"(the broker keeps the rest; nothing is lost)"
-        )
+        return f"{self.stats.window_in_use} messages held unacknowledged (the broker keeps the rest; nothing is lost)"
 
     def _influx_problem(self, text: str, state: str, previous: str) -> str:
         """Log once per change of problem, not once per attempt."""
@@ -478,3 +514,14 @@ class IngestService:
             s.seq_gaps,
             s.left_in_broker,
         )
+
+
+def _runs(seqs: list[int]) -> list[tuple[int, int]]:
+    """Sorted, merged runs of consecutive numbers: [5, 3, 4, 9] -> [(3, 5), (9, 9)]."""
+    runs: list[tuple[int, int]] = []
+    for n in sorted(set(seqs)):
+        if runs and runs[-1][1] == n - 1:
+            runs[-1] = (runs[-1][0], n)
+        else:
+            runs.append((n, n))
+    return runs

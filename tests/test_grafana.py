@@ -20,7 +20,7 @@ import grafana
 from birlik.config import Config
 from birlik.influx import InfluxClient, Series
 from birlik.lineprotocol import encode_point
-from birlik.schema import ALERT, ANOMALY, TELEMETRY
+from birlik.schema import ALERT, ANOMALY, INGEST, TELEMETRY
 from grafana import cli as grafana_cli
 from grafana import expand_macros, panel_queries
 from ops.cli import common_options
@@ -49,17 +49,56 @@ FINAL_STATE = {"cv-101": "idle", "comp-201": "fault", "rs-201": "changeover", "c
 SAMPLE_S = 5
 SAMPLES = 120  # ten minutes
 
+#: The ingest processes of the run and their counters per second (each health point every
+#: HEALTH_S adds ten times as much). birlik-ingest-1 restarted halfway (its counters start
+#: again from zero); birlik-ingest-2 falls behind, retries writes, and stopped two minutes
+#: before the end of the run.
+INGEST_RATES: dict[str, dict[str, float]] = {
+    "birlik-ingest-1": {
+        "messages_received": 200,
+        "messages_acked": 200,
+        "readings_written": 2400,
+        "messages_rejected": 0.5,
+        "readings_rejected": 2,
+        "rejected_not_json": 0.5,
+        "rejected_out_of_range": 1.5,
+        "rejected_wrong_unit": 0.5,
+        "messages_redelivered": 0.1,
+        "write_retries": 0,
+    },
+    "birlik-ingest-2": {
+        "messages_received": 100,
+        "messages_acked": 90,
+        "readings_written": 1080,
+        "messages_rejected": 0.2,
+        "readings_rejected": 0,
+        "rejected_not_json": 0.2,
+        "messages_redelivered": 0,
+        "write_retries": 0.3,
+    },
+}
+#: Their gauges, the same in every health point.
+INGEST_GAUGES: dict[str, dict[str, float]] = {
+    "birlik-ingest-1": {"window_in_use": 1200, "buffered_points": 300, "write_seconds_last": 0.05, "seq_gaps": 0},
+    "birlik-ingest-2": {"window_in_use": 18000, "buffered_points": 9000, "write_seconds_last": 2.5, "seq_gaps": 4},
+}
+HEALTH_S = 10
+HEALTH_POINTS = 60  # the last one at the end of the run
+RESTARTED_AT = {"birlik-ingest-1": 30}  # index of the first health point after the restart
+STOPPED_S = {"birlik-ingest-2": 120}  # seconds before the end of the run
+
 
 @dataclass(frozen=True)
 class KnownData:
     start_ms: int
     end_ms: int
     machines: dict[str, str]  # machine -> site
+    interval: str = "30s"
 
     def expand(self, query: str, variables: Mapping[str, Any]) -> str:
-        """``query`` as Grafana sends it for this run's time range, at a 30 s interval."""
+        """``query`` as Grafana sends it for this run's time range, at this run's interval."""
         return expand_macros(
-            query, start_ms=self.start_ms - 1000, end_ms=self.end_ms + 1000, interval="30s", variables=variables
+            query, start_ms=self.start_ms - 1000, end_ms=self.end_ms + 1000, interval=self.interval, variables=variables
         )
 
 
@@ -125,11 +164,31 @@ def _readings(kind: str, i: int, running: bool, phase: float) -> dict[str, float
     return common
 
 
+def _health_fields(client_id: str, k: int) -> dict[str, float | int]:
+    """The fields of health point ``k`` of an ingest process, as ``IngestService._health`` writes
+    them: counters since the process started (its first point comes one interval after the
+    start), rejected_<reason> only once that reason happened."""
+    intervals = k + 1 - RESTARTED_AT.get(client_id, 0) if k >= RESTARTED_AT.get(client_id, 0) else k + 1
+    counters = {name: round(rate * HEALTH_S) * intervals for name, rate in INGEST_RATES[client_id].items()}
+    fields: dict[str, float | int] = {name: n for name, n in counters.items() if n or not name.startswith("rejected_")}
+    return fields | INGEST_GAUGES[client_id]
+
+
+def _health_points(end_ms: int) -> Iterator[tuple[str, int, int]]:
+    """(client id, index, time) of every health point written in the run."""
+    for client_id in INGEST_RATES:
+        for k in range(HEALTH_POINTS):
+            ts = end_ms - (HEALTH_POINTS - 1 - k) * HEALTH_S * 1000
+            if ts <= end_ms - STOPPED_S.get(client_id, 0) * 1000:
+                yield client_id, k, ts
+
+
 @pytest.fixture
 def grafana_data(config: Config, influx: InfluxClient) -> KnownData:
     """A short run of the centre written to InfluxDB: every machine kind on both sites, with
-    anomaly scores and alerts. This is the one place that decides the test data; it may be
-    replaced by the output of a short simulated run (simulators -> ingest -> analytics)."""
+    anomaly scores and alerts, and the health points of two ingest processes. This is the one
+    place that decides the test data; it may be replaced by the output of a short simulated
+    run (simulators -> ingest -> analytics)."""
     import time
 
     end_ms = (int(time.time()) - 30) * 1000
@@ -197,6 +256,8 @@ def grafana_data(config: Config, influx: InfluxClient) -> KnownData:
                         raised + 60_000,
                     )
                 )
+    for client_id, k, ts in _health_points(end_ms):
+        lines.append(encode_point(INGEST, {"client_id": client_id}, _health_fields(client_id, k), ts))
     influx.write(lines)
     return KnownData(start_ms, end_ms, machines)
 
@@ -306,6 +367,132 @@ def test_overview_counts_machines_and_energy(
     assert [s.tags["site"] for s in series] == ["uz-syrdarya"]
 
 
+#: Panels of platform health drawing counters per second, and the counters they draw.
+RATE_PANELS = {
+    "Messages received per second": ("messages_received",),
+    "Messages acknowledged per second": ("messages_acked",),
+    "Readings written per second": ("readings_written",),
+    "Rejected per second": ("messages_rejected", "readings_rejected"),
+    "Messages redelivered per second": ("messages_redelivered",),
+    "Write retries per second": ("write_retries",),
+}
+#: Panels drawing the largest value of a gauge in each interval.
+PEAK_PANELS = {
+    "Window in use": "window_in_use",
+    "Buffered points": "buffered_points",
+    "Write latency": "write_seconds_last",
+    "Sequence gaps": "seq_gaps",
+}
+
+
+def _by_client(series: list[Series]) -> dict[str, dict[str, list[Any]]]:
+    """client id -> column -> the values that are not null, oldest first."""
+    return {
+        s.tags["client_id"]: {
+            column: [row[i] for row in s.values if row[i] is not None]
+            for i, column in enumerate(s.columns)
+            if column != "time"
+        }
+        for s in series
+    }
+
+
+def _js_rename(transformation: Mapping[str, Any], name: str) -> str:
+    """What Grafana's renameByRegex transformation makes of a field name (JavaScript's
+    ``name.replace(new RegExp(regex), renamePattern)``, $1 being the first group)."""
+    options = transformation["options"]
+    return re.sub(options["regex"], re.sub(r"\$(\d)", r"\\\1", options["renamePattern"]), name, count=1)
+
+
+def test_platform_health_reads_the_ingest_counters(
+    grafana_data: KnownData, influx: InfluxClient, boards: dict[str, dict[str, Any]]
+) -> None:
+    board = boards["platform-health"]
+    panels = {p["title"]: p for p in board["panels"]}
+    by_panel = {q.panel: q.query for q in panel_queries(board)}
+    every = {"client_id": sorted(INGEST_RATES)}
+    assert _tag_values(influx.query(grafana_data.expand(by_panel["$client_id (variable)"], {}))) == sorted(INGEST_RATES)
+
+    def read(panel: str, variables: Mapping[str, Any] = every, data: KnownData = grafana_data) -> Any:
+        return _by_client(influx.query(data.expand(by_panel[panel], variables)))
+
+    # Counters per second. The last interval of the graph may hold fewer health points than
+    # the others, so its rate is only roughly right; the restart gives no value (not a negative one).
+    assert set(RATE_PANELS) | set(PEAK_PANELS) | {"Last seen"} <= set(by_panel)
+    for panel, counters in RATE_PANELS.items():
+        rates = read(panel)
+        assert set(rates) == set(INGEST_RATES), panel
+        for client_id, columns in rates.items():
+            for counter in counters:
+                values = columns[counter]
+                assert len(values) >= 10 and min(values) >= 0, (panel, client_id, values)
+                expected = INGEST_RATES[client_id][counter]
+                assert values[:-1] == pytest.approx([expected] * (len(values) - 1)), (panel, client_id, counter)
+    for panel, gauge in PEAK_PANELS.items():
+        for client_id, columns in read(panel).items():
+            assert set(columns[gauge]) == {INGEST_GAUGES[client_id][gauge]}, (panel, client_id)
+
+    # Rejections by reason: one column per rejected_<reason> field, renamed to the reason.
+    by_reason = read("Rejected per second, by reason")
+    [rename] = panels["Rejected per second, by reason"]["transformations"]
+    for client_id, columns in by_reason.items():
+        for column, values in columns.items():
+            reason = _js_rename(rename, f"{client_id} {column}")
+            assert reason.startswith(f"{client_id}: "), column
+            field = "rejected_" + reason.removeprefix(f"{client_id}: ")
+            if field in INGEST_RATES[client_id]:
+                assert values[:-1] == pytest.approx([INGEST_RATES[client_id][field]] * (len(values) - 1)), column
+            else:
+                assert values == [], column  # a reason this process never had
+    assert {c for columns in by_reason.values() for c in columns} == {
+        "non_negative_derivative_" + f for rates in INGEST_RATES.values() for f in rates if f.startswith("rejected_")
+    }
+    last_point = {client_id: k for client_id, k, _ in _health_points(grafana_data.end_ms)}
+    table = read("Rejected since start, by reason")
+    renames = [t for t in panels["Rejected since start, by reason"]["transformations"] if t["id"] == "renameByRegex"]
+    for client_id, columns in table.items():
+        fields = _health_fields(client_id, last_point[client_id])
+        expected = {k: v for k, v in fields.items() if k.startswith("rejected_")}
+        got = {"rejected_" + _js_rename(renames[0], column): values for column, values in columns.items() if values}
+        assert got == {k: [v] for k, v in expected.items()}, client_id
+
+    # Last seen, at one-second intervals (the last hour's): the time range ends 1 s after the
+    # last health point of birlik-ingest-1; birlik-ingest-2 stopped two minutes before that.
+    last_seen = read("Last seen", data=KnownData(grafana_data.start_ms, grafana_data.end_ms, {}, interval="1s"))
+    assert last_seen == {"birlik-ingest-1": {"last_seen": [1]}, "birlik-ingest-2": {"last_seen": [121]}}
+    steps = panels["Last seen"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    colour = {
+        client_id: [s["color"] for s in steps if s["value"] is None or s["value"] <= v["last_seen"][0]][-1]
+        for client_id, v in last_seen.items()
+    }
+    assert colour == {"birlik-ingest-1": "green", "birlik-ingest-2": "red"}
+    # At the graph's interval (30 s here) it is rounded to it.
+    coarse = read("Last seen")
+    assert coarse["birlik-ingest-1"]["last_seen"][0] in (0, 30)
+    assert coarse["birlik-ingest-2"]["last_seen"][0] in (120, 150)
+
+    # One process selected narrows every panel to it.
+    one = {"client_id": ["birlik-ingest-2"]}
+    for panel in (*RATE_PANELS, *PEAK_PANELS, "Last seen", "Rejected since start, by reason"):
+        assert set(read(panel, one)) == {"birlik-ingest-2"}, panel
+
+
+def test_every_ingest_counter_is_on_platform_health(boards: dict[str, dict[str, Any]]) -> None:
+    """Every number the ingest writes in its health point is drawn, or left out for a reason."""
+    from ingest.service import IngestStats
+
+    left_out = {
+        "readings_accepted": "readings_written says the same once they are stored",
+        "points_written": "readings written, counted per sample",
+        "batches_written": "write latency and retries say more",
+        "left_in_broker": "only known when the process stops",
+    }
+    written = {k for k, v in IngestStats().as_dict().items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    queried = set(re.findall(r'"(\w+)"', " ".join(q.query for q in panel_queries(boards["platform-health"]))))
+    assert written - queried == set(left_out)
+    assert "/^rejected_/" in " ".join(q.query for q in panel_queries(boards["platform-health"]))
+
+
 # --- macros -----------------------------------------------------------------------------------
 
 
@@ -375,10 +562,11 @@ def test_every_panel_reads_the_provisioned_datasource(boards: dict[str, dict[str
 def test_dashboards_read_back_through_the_sdk(boards: dict[str, dict[str, Any]]) -> None:
     from grafana_foundation_sdk.models.dashboard import Dashboard
 
-    parsed = Dashboard.from_json(boards["centre-overview"])
-    targets = [t for p in parsed.panels if getattr(p, "targets", None) for t in p.targets]
-    assert targets and all(isinstance(t, grafana.InfluxQLQuery) for t in targets)
-    assert grafana.dashboard_json(parsed) == boards["centre-overview"]
+    for name, board in boards.items():
+        parsed = Dashboard.from_json(board)
+        targets = [t for p in parsed.panels if getattr(p, "targets", None) for t in p.targets]
+        assert targets and all(isinstance(t, grafana.InfluxQLQuery) for t in targets), name
+        assert grafana.dashboard_json(parsed) == board, name
 
 
 # --- provisioning files -----------------------------------------------------------------------
@@ -465,6 +653,7 @@ def test_selections_cover_every_machine(
         isinstance(v, list) for s in _selections(boards["centre-overview"], influx, grafana_data) for v in s.values()
     )
     assert list(itertools.islice(_selections(boards["predictive-maintenance"], influx, grafana_data), 2))
+    assert list(_selections(boards["platform-health"], influx, grafana_data)) == [{"client_id": sorted(INGEST_RATES)}]
 
 
 # --- after a short simulated run through the platform ------------------------------------------
@@ -513,9 +702,14 @@ async def test_every_query_returns_data_after_a_short_simulated_run(
     from simulators.driver import SimulatorDriver
     from tests.helpers import running_ingest, wait_for
 
+    def health_points() -> int:
+        series = influx.query(f'SELECT COUNT("messages_received") FROM "{INGEST}"')
+        return int(series[0].values[0][1]) if series else 0
+
     plant = parse_plant(SIM_PLANT, "grafana-test-plant")
     end_ms = int(time.time() * 1000)
     start_ms = end_ms - 70 * 60 * 1000
+    config.ingest.health_interval_s = 0.1  # health points for platform health, at the wall clock's time
     async with running_ingest(config, machines=plant.registry()) as ingest:
         driver = SimulatorDriver(plant, seed=5, start_ms=start_ms)
         publisher = MqttPublisher(config.mqtt, client_id=f"gw-grafana-{config.influx.database}")
@@ -527,6 +721,8 @@ async def test_every_query_returns_data_after_a_short_simulated_run(
         finally:
             publisher.close()
         await wait_for(lambda: ingest.stats.readings_written >= publisher.stats.readings)
+        await wait_for(lambda: health_points() >= 5)
+    health = KnownData(end_ms, int(time.time() * 1000), {}, interval="100ms")
     worker = AnalyticsWorker(
         influx, config.analytics, detector_factory=DETECTORS["zscore"], channels=[LogChannel()], since_ms=start_ms
     )
@@ -537,13 +733,17 @@ async def test_every_query_returns_data_after_a_short_simulated_run(
     from birlik.signals import SIGNALS
 
     stored = {row[0] for row in influx.query('SHOW FIELD KEYS FROM "telemetry"')[0].values}
+    counters = {row[0] for row in influx.query(f'SHOW FIELD KEYS FROM "{INGEST}"')[0].values}
     for name, board in boards.items():
-        selections = list(_selections(board, influx, run))
+        data = health if name == "platform-health" else run
+        selections = list(_selections(board, influx, data))
         for query in panel_queries(board):
             signals = set(re.findall(r'"([a-z0-9_]+)"', query.query)) & SIGNALS.keys()
             if signals and not signals & stored:
                 continue  # e.g. accel_rms: only replayed test beds report it (see the known-data test)
-            answered = sum(_has_values(influx.query(run.expand(query.query, s))) for s in selections)
+            if "/^rejected_/" in query.query and not any(c.startswith("rejected_") for c in counters):
+                continue  # nothing was rejected in the run
+            answered = sum(_has_values(influx.query(data.expand(query.query, s))) for s in selections)
             assert answered, f"{name} / {query.panel}: no data after a simulated run: {query.query}"
 
 
