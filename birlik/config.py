@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,10 +36,21 @@ class ConfigError(ValueError):
 
 @dataclass
 class MqttConfig:
+    #: ``mqtt://host:1883``, or ``mqtts://host:8883`` for TLS.
     url: str = "mqtt://127.0.0.1:1883"
     username: str = ""
     password: str = ""
     keepalive_s: int = 30
+    #: TLS (``mqtts://``): the CA certificate(s) that sign the broker's certificate, PEM; empty:
+    #: the system's trusted CAs. The broker's certificate must match the URL's host name.
+    ca_file: str = ""
+    #: TLS client certificate and its key (PEM), for brokers that require one; optional.
+    cert_file: str = ""
+    key_file: str = ""
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme in ("mqtts", "ssl")
 
     @property
     def host(self) -> str:
@@ -46,7 +58,16 @@ class MqttConfig:
 
     @property
     def port(self) -> int:
-        return urlsplit(self.url).port or 1883
+        return urlsplit(self.url).port or (8883 if self.tls else 1883)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for ``mqtts://`` (server verified, host name checked), else None."""
+        if not self.tls:
+            return None
+        context = ssl.create_default_context(cafile=self.ca_file or None)
+        if self.cert_file:
+            context.load_cert_chain(self.cert_file, self.key_file or None)
+        return context
 
 
 @dataclass
@@ -211,9 +232,30 @@ def _set(config: Config, section: str, key: str, value: Any, where: str, source:
 
 def _validate(config: Config) -> None:
     mqtt = urlsplit(config.mqtt.url)
-    if mqtt.scheme not in ("mqtt", "tcp") or not mqtt.hostname:
+    try:
+        mqtt_port = mqtt.port
+    except ValueError:
+        mqtt_port = -1
+    if mqtt.scheme not in ("mqtt", "tcp", "mqtts", "ssl") or not mqtt.hostname or mqtt_port == -1:
         raise ConfigError(
-            f"mqtt.url {config.mqtt.url!r} must look like mqtt://host:1883 (from {config.sources['mqtt.url']})"
+            f"mqtt.url {config.mqtt.url!r} must look like mqtt://host:1883 or mqtts://host:8883 "
+            f"(from {config.sources['mqtt.url']})"
+        )
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(config.mqtt, key)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"mqtt.{key} {path!r} is not a readable file (from {config.sources['mqtt.' + key]})")
+    if config.mqtt.key_file and not config.mqtt.cert_file:
+        raise ConfigError(f"mqtt.key_file is set without mqtt.cert_file (from {config.sources['mqtt.key_file']})")
+    if config.mqtt.tls:
+        try:
+            config.mqtt.ssl_context()
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"mqtt TLS files cannot be used: {exc}") from None
+    if not 0 < config.mqtt.keepalive_s <= 65535:
+        raise ConfigError(
+            f"mqtt.keepalive_s must be 1 to 65535, got {config.mqtt.keepalive_s} "
+            f"(from {config.sources['mqtt.keepalive_s']})"
         )
     influx = urlsplit(config.influx.url)
     if influx.scheme not in ("http", "https") or not influx.hostname:
@@ -260,8 +302,7 @@ def _validate(config: Config) -> None:
         value = getattr(config.ingest, key.split(".")[1])
         if any(c in value for c in "/+#") or len(value) > 128 or (key == "ingest.client_id" and not value):
             raise ConfigError(
-                f"{key} {value!r} must be a non-empty name without '/', '+' or '#' "
-                f"(from {config.sources[key]})"
+                f"{key} {value!r} must be a non-empty name without '/', '+' or '#' (from {config.sources[key]})"
             )
 
 

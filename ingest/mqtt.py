@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import struct
 import time
 from collections.abc import Callable
@@ -375,11 +376,26 @@ class MqttConsumer:
         loop = asyncio.get_running_loop()
         while not stop.is_set():
             self._refused = ""
+            context = self.config.ssl_context()
             try:
                 _, conn = await asyncio.wait_for(
-                    loop.create_connection(lambda: _Connection(self), self.config.host, self.config.port),
+                    loop.create_connection(
+                        lambda: _Connection(self),
+                        self.config.host,
+                        self.config.port,
+                        ssl=context,
+                        server_hostname=self.config.host if context else None,
+                    ),
                     timeout=self.connect_timeout_s,
                 )
+            except ssl.SSLCertVerificationError as exc:
+                self._problem(
+                    f"broker {self.config.url}: its TLS certificate is not trusted ({exc.verify_message}); "
+                    "check mqtt.ca_file and that the certificate names this host; retrying with back-off"
+                )
+                await _sleep_or_stop(stop, delay)
+                delay = min(delay * 2, 10.0)
+                continue
             except (OSError, TimeoutError) as exc:
                 self._problem(f"broker {self.config.url} unreachable ({exc or 'time-out'}); retrying with back-off")
                 await _sleep_or_stop(stop, delay)

@@ -163,7 +163,7 @@ class Supervisor:
 
     # --- the two servers --------------------------------------------------------------
 
-    def start_mosquitto(self, *, port: int | None = None) -> Mosquitto:
+    def start_mosquitto(self, *, port: int | None = None, extra: Sequence[str] = ()) -> Mosquitto:
         """Mosquitto with the shipped settings (:func:`mosquitto_config`), its database in
         ``<state dir>/mosquitto``: started again with the same state dir (and ``port``) after a
         stop or a kill, it restores the persistent sessions and their queues."""
@@ -171,7 +171,7 @@ class Supervisor:
         data = self.state_dir / "mosquitto"
         data.mkdir(parents=True, exist_ok=True)
         conf = data / "mosquitto.conf"
-        conf.write_text(mosquitto_config(port, data))
+        conf.write_text(mosquitto_config(port, data, extra=extra))
         child = self.start(
             "mosquitto",
             [find_executable("mosquitto", "/usr/sbin"), "-c", str(conf)],
@@ -299,8 +299,11 @@ def mosquitto_settings(conf: Path | None = None) -> tuple[list[tuple[str, str]],
     return [(k, v) for k, v in parse_mosquitto_conf(text) if k not in MOSQUITTO_LOCAL_OPTIONS], str(path)
 
 
-def mosquitto_config(port: int, data_dir: Path, *, conf: Path | None = None) -> str:
-    """A mosquitto.conf for a local broker on 127.0.0.1:``port`` keeping its database in ``data_dir``."""
+def mosquitto_config(port: int, data_dir: Path, *, conf: Path | None = None, extra: Sequence[str] = ()) -> str:
+    """A mosquitto.conf for a local broker on 127.0.0.1:``port`` keeping its database in ``data_dir``.
+
+    ``extra`` lines come last: options of the listener (``certfile`` ...) or settings that
+    override the shipped ones (``allow_anonymous false``), e.g. for the TLS tests."""
     settings, source = mosquitto_settings(conf)
     try:
         user = pwd.getpwuid(os.getuid()).pw_name
@@ -319,6 +322,7 @@ def mosquitto_config(port: int, data_dir: Path, *, conf: Path | None = None) -> 
         # database into this folder: stay the user that started it.
         lines.append(f"user {user}")
     lines += [f"{option} {value}".rstrip() for option, value in settings]
+    lines += list(extra)
     return "\n".join(lines) + "\n"
 
 

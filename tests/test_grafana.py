@@ -64,6 +64,7 @@ INGEST_RATES: dict[str, dict[str, float]] = {
         "rejected_out_of_range": 1.5,
         "rejected_wrong_unit": 0.5,
         "messages_redelivered": 0.1,
+        "messages_replayed": 0,
         "write_retries": 0,
     },
     "birlik-ingest-2": {
@@ -74,6 +75,7 @@ INGEST_RATES: dict[str, dict[str, float]] = {
         "readings_rejected": 0,
         "rejected_not_json": 0.2,
         "messages_redelivered": 0,
+        "messages_replayed": 1.5,
         "write_retries": 0.3,
     },
 }
@@ -373,7 +375,7 @@ RATE_PANELS = {
     "Messages acknowledged per second": ("messages_acked",),
     "Readings written per second": ("readings_written",),
     "Rejected per second": ("messages_rejected", "readings_rejected"),
-    "Messages redelivered per second": ("messages_redelivered",),
+    "Messages received again per second": ("messages_redelivered", "messages_replayed"),
     "Write retries per second": ("write_retries",),
 }
 #: Panels drawing the largest value of a gauge in each interval.
