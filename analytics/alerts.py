@@ -62,6 +62,9 @@ class MqttChannel:
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
         if config.username:
             self._client.username_pw_set(config.username, config.password or None)
+        context = config.ssl_context()
+        if context is not None:
+            self._client.tls_set_context(context)
         self._client.connect(config.host, config.port, keepalive=config.keepalive_s)
         self._client.loop_start()
 

@@ -283,6 +283,37 @@ def write_ground_truth(path: str | os.PathLike[str], intervals: Iterable[Recorde
 
 # --- the driver ------------------------------------------------------------------------
 
+#: The longest line read as a row, in bytes (without its line end). A longer line is rejected
+#: (``line_too_long``) without being held in memory. It is below the csv module's field size
+#: limit, so no field can exceed that.
+MAX_LINE_BYTES = 64 * 1024
+#: Rejections are logged at most once per reason in this many seconds (and summed up per file).
+LOG_EVERY_S = 10.0
+
+# Why a row is rejected (the whole row: no readings, no labels). Stable codes: logs and stats show them.
+BAD_TIMESTAMP = "bad_timestamp"  # empty, or not in the mapping's format, or not a finite number
+TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"  # before 2000 or more than 24 h ahead (the payload contract)
+DUPLICATE_TIMESTAMP = "duplicate_timestamp"  # the time of an earlier row: it would overwrite that row's readings
+OUT_OF_ORDER = "out_of_order"  # earlier than the previous row replayed
+WRONG_COLUMN_COUNT = "wrong_column_count"  # fewer cells than the header, or more (that are not empty)
+LINE_TOO_LONG = "line_too_long"  # more than MAX_LINE_BYTES
+UNREADABLE = "unreadable"  # the csv module cannot split the line (e.g. a carriage return inside a cell)
+ROW_REASONS = (
+    BAD_TIMESTAMP,
+    TIMESTAMP_OUT_OF_RANGE,
+    DUPLICATE_TIMESTAMP,
+    OUT_OF_ORDER,
+    WRONG_COLUMN_COUNT,
+    LINE_TOO_LONG,
+    UNREADABLE,
+)
+# Why one reading (one cell of a replayed row) is dropped; the rest of the row is kept.
+EMPTY = "empty"
+NOT_A_NUMBER = "not_a_number"
+NOT_FINITE = "not_finite"  # nan, inf, or a number too large for a float (1e400)
+OUT_OF_RANGE = "out_of_range"  # after value * scale + offset: outside the catalogue's range, or infinite
+READING_REASONS = (EMPTY, NOT_A_NUMBER, NOT_FINITE, OUT_OF_RANGE)
+
 
 @dataclass
 class Recording:
@@ -293,15 +324,50 @@ class Recording:
     timestamps: list[int]
     samples: list[dict[str, Value]]
     intervals: list[RecordedInterval]
+    #: Rows replayed (``timestamps`` has one per row).
     rows: int
+    #: Readings dropped (empty cells, not numbers, out of range); ``dropped_readings`` says why.
     skipped_readings: int
     shift_ms: int = 0
     ignored_columns: list[str] = field(default_factory=list)
     cursor: int = 0
+    #: Data rows in the file (blank lines not counted): ``rows`` + ``sum(rejections.values())``.
+    rows_read: int = 0
+    blank_lines: int = 0
+    #: Rows rejected, by reason (``ROW_REASONS``).
+    rejections: Counter[str] = field(default_factory=Counter)
+    #: Readings dropped from replayed rows, by reason (``READING_REASONS``).
+    dropped_readings: Counter[str] = field(default_factory=Counter)
 
     @property
     def readings(self) -> int:
         return sum(len(s) for s in self.samples)
+
+
+class RejectionLog:
+    """Logs rejections as warnings, at most one line per reason every ``every_s`` seconds."""
+
+    def __init__(self, every_s: float = LOG_EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s = every_s
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+
+    def __call__(self, reason: str, where: str, detail: str) -> None:
+        now = self._clock()
+        last = self._last.get(reason)
+        if last is not None and now - last < self.every_s:
+            self._suppressed[reason] += 1
+            return
+        self._last[reason] = now
+        more = self._suppressed.pop(reason, 0)
+        log.warning(
+            "replay %s: %s (%s%s)",
+            where,
+            detail,
+            reason,
+            f"; {more} more not logged in the last {self.every_s:g} s" if more else "",
+        )
 
 
 class CsvReplayDriver:
@@ -309,8 +375,16 @@ class CsvReplayDriver:
 
     ``recordings`` maps each machine's path to its CSV file. With ``start_ms`` ``None`` the
     rows keep their recorded timestamps; with ``start_ms`` given, each file is shifted so
-    that its first row falls on ``start_ms`` (several files then play side by side).
-    A cell that is empty or not a finite number drops that one reading, not the row.
+    that its first replayed row falls on ``start_ms`` (several files then play side by side).
+
+    Every data row of a file is either replayed or rejected with a reason, counted in
+    ``rejections`` (and logged, rate-limited): a timestamp that does not parse, is out of the
+    payload contract's range (recorded before 2000 or more than 24 h after ``now_ms``), repeats
+    an earlier row's or goes back in time, a row with the wrong number of cells, a line too
+    long. A cell that is empty, not a finite number, or out of the catalogue's range after
+    the conversion drops that one reading (``dropped_readings``), not the row. Only what
+    makes the whole file unusable raises :class:`ReplayError`: it cannot be read, a mapped
+    column is missing from its header, or no row at all can be replayed.
     """
 
     name = "replay"
@@ -322,6 +396,8 @@ class CsvReplayDriver:
         mapping: CsvMapping = SKAB,
         kind: str | None = None,
         start_ms: int | None = None,
+        now_ms: int | None = None,
+        rejection_log: RejectionLog | None = None,
     ) -> None:
         if not recordings:
             raise ReplayError("no recordings to replay")
@@ -333,19 +409,25 @@ class CsvReplayDriver:
         except TopicError as exc:
             raise ReplayError(str(exc)) from None
         self.mapping = mapping
-        self.recordings = [
-            _read(Path(source), Machine(path.machine, kind, path), mapping, start_ms)
-            for path, source in recordings.items()
-        ]
-        for r in self.recordings:
-            log.info(
-                "replay %s -> %s: %d rows, %d readings (%d cells empty or not numbers), recorded %s .. %s%s, "
-                "%d labelled anomal%s%s",
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        report = rejection_log or RejectionLog()
+        self.recordings: list[Recording] = []
+        for path, source in recordings.items():
+            r = _read(Path(source), Machine(path.machine, kind, path), mapping, start_ms, now_ms, report)
+            self.recordings.append(r)
+            log.log(
+                logging.WARNING if r.rejections or r.dropped_readings else logging.INFO,
+                "replay %s -> %s: %d rows read, %d replayed (%d readings), %d rejected%s, %d readings dropped%s; "
+                "recorded %s .. %s%s, %d labelled anomal%s%s",
                 r.source,
                 r.machine.path,
+                r.rows_read,
                 r.rows,
                 r.readings,
+                sum(r.rejections.values()),
+                _reasons(r.rejections),
                 r.skipped_readings,
+                _reasons(r.dropped_readings),
                 _iso(r.timestamps[0] - r.shift_ms),
                 _iso(r.timestamps[-1] - r.shift_ms),
                 f", replayed from {_iso(r.timestamps[0])}" if r.shift_ms else "",
@@ -353,6 +435,47 @@ class CsvReplayDriver:
                 "y" if len(r.intervals) == 1 else "ies",
                 f"; columns not replayed: {', '.join(r.ignored_columns)}" if r.ignored_columns else "",
             )
+        if len(self.recordings) > 1:
+            log.log(
+                logging.WARNING if self.rejections or self.dropped_readings else logging.INFO,
+                "replay: %d files, %d rows read, %d replayed, %d rejected%s, %d readings dropped%s",
+                len(self.recordings),
+                self.rows_read,
+                self.rows,
+                sum(self.rejections.values()),
+                _reasons(self.rejections),
+                sum(self.dropped_readings.values()),
+                _reasons(self.dropped_readings),
+            )
+
+    @property
+    def rows_read(self) -> int:
+        """Data rows read from every file (blank lines not counted)."""
+        return sum(r.rows_read for r in self.recordings)
+
+    @property
+    def rows(self) -> int:
+        """Rows replayed from every file."""
+        return sum(r.rows for r in self.recordings)
+
+    @property
+    def rejections(self) -> Counter[str]:
+        """Rows rejected in every file, by reason."""
+        return sum((r.rejections for r in self.recordings), Counter())
+
+    @property
+    def dropped_readings(self) -> Counter[str]:
+        """Readings dropped from replayed rows of every file, by reason."""
+        return sum((r.dropped_readings for r in self.recordings), Counter())
+
+    def counters(self) -> dict[str, object]:
+        """The counters as JSON-ready values, e.g. for a stats file."""
+        return {
+            "rows_read": self.rows_read,
+            "rows_replayed": self.rows,
+            "rows_rejected": dict(self.rejections),
+            "readings_dropped": dict(self.dropped_readings),
+        }
 
     @property
     def start_ms(self) -> int:
@@ -387,33 +510,97 @@ def _rows(r: Recording, start: int, stop: int) -> Iterator[Reading]:
             yield r.machine, r.timestamps[i], r.samples[i]
 
 
+def _reasons(counts: Counter[str]) -> str:
+    return f" ({', '.join(f'{reason} {n}' for reason, n in counts.most_common())})" if counts else ""
+
+
 def _iso(ts_ms: int) -> str:
-    return (_EPOCH + timedelta(milliseconds=ts_ms)).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _read(source: Path, machine: Machine, mapping: CsvMapping, start_ms: int | None) -> Recording:
-    tz = mapping.tz()
-    parse_ts = _timestamp_parser(mapping.timestamp_format, tz)
     try:
-        with source.open(newline="", encoding="utf-8-sig") as f:
-            rows = csv.reader(f, delimiter=mapping.delimiter)
-            header = next(rows, None)
-            if header is None:
-                raise ReplayError(f"{source}: the file is empty")
-            header = [h.strip() for h in header]
+        return (_EPOCH + timedelta(milliseconds=ts_ms)).isoformat(timespec="seconds").replace("+00:00", "Z")
+    except OverflowError:
+        return f"{ts_ms} ms"
+
+
+def _brief(cell: str, limit: int = 40) -> str:
+    """A cell for a log line: quoted, shortened, bytes that are not UTF-8 shown as \\udcXX."""
+    return repr(cell if len(cell) <= limit else cell[:limit] + "...")
+
+
+def _lines(f: BinaryIO) -> Iterator[bytes | None]:
+    """Each line of ``f`` without its line end; ``None`` for a line longer than MAX_LINE_BYTES."""
+    while True:
+        raw = f.readline(MAX_LINE_BYTES + 2)  # room for \r\n
+        if not raw:
+            return
+        if not raw.endswith(b"\n") and len(raw) == MAX_LINE_BYTES + 2:
+            while raw and not raw.endswith(b"\n"):  # skip the rest of the line, a chunk at a time
+                raw = f.readline(MAX_LINE_BYTES)
+            yield None
+            continue
+        if raw.endswith(b"\n"):
+            raw = raw[:-1]
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        yield None if len(raw) > MAX_LINE_BYTES else raw
+
+
+def _split(text: str, delimiter: str) -> list[str]:
+    """One line as cells. Raises csv.Error. A quoted cell cannot span lines here: a row is one line."""
+    return next(csv.reader((text,), delimiter=delimiter), [])
+
+
+def _open_header(source: Path, f: BinaryIO, mapping: CsvMapping) -> list[str]:
+    first = next(_lines(f), b"")
+    if first is None:
+        raise ReplayError(f"{source}: the first line (the header) is longer than {MAX_LINE_BYTES} bytes")
+    if first.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ReplayError(f"{source}: the file is UTF-16 (or UTF-32) text: convert it to UTF-8")
+    first = first.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
+    if not first.strip():
+        raise ReplayError(f"{source}: the file is empty" if not first else f"{source}: the first line (header) is empty")
+    try:
+        return [h.strip() for h in _split(first.decode("utf-8", "surrogateescape"), mapping.delimiter)]
+    except csv.Error as exc:
+        raise ReplayError(f"{source}:1: the header is not a readable CSV line: {exc}") from None
+
+
+def _read(
+    source: Path,
+    machine: Machine,
+    mapping: CsvMapping,
+    start_ms: int | None,
+    now_ms: int,
+    report: Callable[[str, str, str], None],
+) -> Recording:
+    parse_ts = _timestamp_parser(mapping.timestamp_format, mapping.tz())
+    latest_ms = now_ms + MAX_FUTURE_MS
+    delimiter = mapping.delimiter
+    timestamps: list[int] = []
+    lines: list[int] = []  # line number of each replayed row
+    samples: list[dict[str, Value]] = []
+    anomalous: list[bool] = []
+    changepoints: list[bool] = []
+    rejections: Counter[str] = Counter()
+    dropped: Counter[str] = Counter()
+    rows_read = blank = 0
+    try:
+        with source.open("rb") as f:
+            header = _open_header(source, f, mapping)
             index = {name: i for i, name in enumerate(header)}
 
             def column(name: str, what: str) -> int:
                 if name not in index:
+                    garbled = any("\x00" in h or any("\udc80" <= c <= "\udcff" for c in h) for h in header)
                     raise ReplayError(
                         f"{source}: no column {name!r} ({what}) in the header; columns: {', '.join(header)} "
                         f"(delimiter {mapping.delimiter!r})"
+                        + ("; the header is not UTF-8 text: convert the file to UTF-8" if garbled else "")
                     )
                 return index[name]
 
             ts_col = column(mapping.timestamp_column, "timestamp")
             value_cols = [
-                (column(name, f"signal {target.signal}"), target.signal, target)
+                (column(name, f"signal {target.signal}"), target, SIGNALS[target.signal])
                 for name, target in mapping.columns.items()
                 if target is not None
             ]
@@ -421,47 +608,107 @@ def _read(source: Path, machine: Machine, mapping: CsvMapping, start_ms: int | N
             changepoint_col = index.get(mapping.changepoint_column) if mapping.changepoint_column else None
             used = {ts_col, anomaly_col, changepoint_col, *(c for c, _, _ in value_cols)}
             ignored = [h for i, h in enumerate(header) if i not in used]
+            width = len(header)
 
-            timestamps: list[int] = []
-            samples: list[dict[str, Value]] = []
-            anomalous: list[bool] = []
-            changepoints: list[bool] = []
-            skipped = 0
-            for row in rows:
+            def reject(reason: str, line: int, detail: str) -> None:
+                rejections[reason] += 1
+                report(reason, f"{source}:{line}", f"row rejected: {detail}")
+
+            for line, raw in enumerate(_lines(f), start=2):
+                if raw is None:
+                    rows_read += 1
+                    reject(LINE_TOO_LONG, line, f"the line is longer than {MAX_LINE_BYTES} bytes")
+                    continue
+                try:
+                    row = _split(raw.decode("utf-8", "surrogateescape"), delimiter)
+                except csv.Error as exc:
+                    rows_read += 1
+                    reject(UNREADABLE, line, f"not a readable CSV line: {exc}")
+                    continue
                 if not any(cell.strip() for cell in row):
-                    continue  # blank line
-                line = rows.line_num
-                cell = row[ts_col].strip() if ts_col < len(row) else ""
+                    blank += 1
+                    continue
+                rows_read += 1
+                if len(row) != width and (len(row) < width or any(c.strip() for c in row[width:])):
+                    reject(WRONG_COLUMN_COUNT, line, f"{len(row)} cells, the header has {width} columns")
+                    continue
+                cell = row[ts_col].strip()
                 try:
                     ts = parse_ts(cell)
-                except (ValueError, OverflowError):
-                    raise ReplayError(
-                        f"{source}:{line}: timestamp {cell!r} is not in the format {mapping.timestamp_format!r}"
-                    ) from None
-                if timestamps and ts <= timestamps[-1]:
-                    raise ReplayError(
-                        f"{source}:{line}: timestamp {cell!r} is not after the previous row's; a recording must "
-                        "be in time order (a local time zone with daylight saving repeats an hour: use an offset)"
+                except OverflowError:
+                    reject(TIMESTAMP_OUT_OF_RANGE, line, f"timestamp {_brief(cell)} is out of range")
+                    continue
+                except (ValueError, TypeError):
+                    reject(
+                        BAD_TIMESTAMP,
+                        line,
+                        f"timestamp {_brief(cell)} is not in the format {mapping.timestamp_format!r}"
+                        if cell
+                        else "no timestamp",
                     )
-                values: dict[str, Value] = {}
-                for col, signal, target in value_cols:
-                    number = _number(row[col]) if col < len(row) else None
-                    if number is None:
-                        skipped += 1
+                    continue
+                if not MIN_TS_MS <= ts <= latest_ms:
+                    reject(
+                        TIMESTAMP_OUT_OF_RANGE,
+                        line,
+                        f"timestamp {_brief(cell)} ({_iso(ts)}) is before 2000 or more than 24 h in the future",
+                    )
+                    continue
+                if timestamps and ts <= timestamps[-1]:
+                    i = bisect_left(timestamps, ts)
+                    if timestamps[i] == ts:
+                        reject(
+                            DUPLICATE_TIMESTAMP,
+                            line,
+                            f"timestamp {_brief(cell)} is that of line {lines[i]}: it would overwrite its readings",
+                        )
                     else:
-                        values[signal] = target.convert(number)
+                        reject(
+                            OUT_OF_ORDER,
+                            line,
+                            f"timestamp {_brief(cell)} is before that of line {lines[-1]} "
+                            f"({_iso(timestamps[-1])}); a daylight-saving zone repeats an hour: use an offset",
+                        )
+                    continue
+                values: dict[str, Value] = {}
+                for col, target, signal in value_cols:
+                    text = row[col]
+                    try:
+                        number = float(text)
+                    except ValueError:
+                        reason = EMPTY if not text.strip() else NOT_A_NUMBER
+                    else:
+                        if not math.isfinite(number):
+                            reason = NOT_FINITE
+                        else:
+                            value = target.convert(number)
+                            if signal.low <= value <= signal.high:  # false for inf and nan
+                                values[signal.name] = value
+                                continue
+                            reason = OUT_OF_RANGE
+                    dropped[reason] += 1
+                    if reason != EMPTY:
+                        report(
+                            reason,
+                            f"{source}:{line}",
+                            f"{header[col]} -> {signal.name}: {_brief(text)} dropped"
+                            + (
+                                f" (as {signal.unit}: outside [{signal.low:g}, {signal.high:g}])"
+                                if reason == OUT_OF_RANGE
+                                else ""
+                            ),
+                        )
                 timestamps.append(ts)
+                lines.append(line)
                 samples.append(values)
                 anomalous.append(_flag(row, anomaly_col))
                 changepoints.append(_flag(row, changepoint_col))
     except OSError as exc:
         raise ReplayError(f"{source}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ReplayError(f"{source}: not UTF-8 text: {exc}") from None
-    except csv.Error as exc:
-        raise ReplayError(f"{source}: not a readable CSV file: {exc}") from None
     if not timestamps:
-        raise ReplayError(f"{source}: no rows after the header")
+        if not rows_read:
+            raise ReplayError(f"{source}: no rows after the header")
+        raise ReplayError(f"{source}: no row can be replayed: {rows_read} rows rejected{_reasons(rejections)}")
     shift = 0 if start_ms is None else start_ms - timestamps[0]
     if shift:
         timestamps = [ts + shift for ts in timestamps]
@@ -476,21 +723,43 @@ def _read(source: Path, machine: Machine, mapping: CsvMapping, start_ms: int | N
         )
         for first, last in _runs(anomalous)
     ]
-    return Recording(machine, source, timestamps, samples, intervals, len(timestamps), skipped, shift, ignored)
+    return Recording(
+        machine,
+        source,
+        timestamps,
+        samples,
+        intervals,
+        len(timestamps),
+        sum(dropped.values()),
+        shift,
+        ignored,
+        rows_read=rows_read,
+        blank_lines=blank,
+        rejections=rejections,
+        dropped_readings=dropped,
+    )
 
 
 def _timestamp_parser(fmt: str, tz: tzinfo) -> Callable[[str], int]:
+    """``cell -> ms``; raises ValueError for a cell that does not parse, OverflowError out of range."""
+
     def to_ms(dt: datetime) -> int:
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=tz)
         return (dt - _EPOCH) // timedelta(milliseconds=1)
 
+    def unix(cell: str, factor: int) -> int:
+        number = float(cell)
+        if math.isnan(number):
+            raise ValueError("not a number")
+        return round(number * factor) if factor != 1 else round(number)  # OverflowError for inf
+
     if fmt == "iso":
         return lambda cell: to_ms(datetime.fromisoformat(cell))
     if fmt == "unix_s":
-        return lambda cell: round(float(cell) * 1000)
+        return lambda cell: unix(cell, 1000)
     if fmt == "unix_ms":
-        return lambda cell: round(float(cell))
+        return lambda cell: unix(cell, 1)
     return lambda cell: to_ms(datetime.strptime(cell, fmt))
 
 

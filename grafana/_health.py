@@ -101,6 +101,7 @@ def platform_health() -> models.Dashboard:
                 steps=LAST_SEEN_STEPS,
                 span=24,
             )
+            # One-second intervals up to an hour's range, at most 3600 of them over longer ones.
             .interval("1s")
             .max_data_points(3600)
         )
@@ -179,12 +180,13 @@ def platform_health() -> models.Dashboard:
         )
         .with_panel(
             time_series(
-                "Messages redelivered per second",
-                _rates("messages_redelivered"),
-                description="Messages received a second time (same gateway, boot and sequence number), "
-                "e.g. sent again by the broker after the process reconnected or restarted. They are "
-                "written again, which stores nothing twice, and not counted again. A burst after a "
-                "restart is normal; a steady rate is not.",
+                "Messages received again per second",
+                _rates("messages_redelivered", "messages_replayed"),
+                description="messages_redelivered: messages received a second time (same gateway, boot and "
+                "sequence number), e.g. sent again by the broker after the process reconnected or "
+                "restarted; written again, which stores nothing twice, and not counted again. A burst "
+                "after a restart is normal, a steady rate is not. messages_replayed: messages a gateway "
+                "sent again from its own log to fill a gap (gap repair), e.g. after the broker was away.",
                 unit="suffix: msg/s",
             )
         )

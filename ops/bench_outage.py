@@ -501,6 +501,7 @@ def _phases(
         if not watch.until("drain", all_visible, time.monotonic() + timeout_s):
             log.error("not every reading visible after %.0f s: %s/%s points", timeout_s, seen["points"], points)
         watch.tick("end")
+        hwm_final = bi.peak_rss_mb(pid)
         stored = bi.count_readings(influx, DATABASE)
         duplicated = bi.wrong_points(influx, DATABASE, workload)
     published_readings = published * len(bi.SIGNALS)
@@ -523,18 +524,34 @@ def _phases(
     drain_s = watch.drain_s if watch.drain_s is not None else time.monotonic() - watch.back_at
     if watch.drain_s is None:
         log.error("the backlog of the outage was not drained; drain_s is the time until giving up")
+    after = [s for s in watch.samples if s.phase in ("after", "drain", "end")]
     log.info(
-        "ingest RSS: peak %.0f MB before the outage, %.0f MB during it, %.0f MB at its end; slope %+.2f MB per 10 "
-        "min over %d samples (%.0f s) after the window filled; window peak %s of %s",
+        "ingest RSS: peak %.0f MB before the outage, %.0f MB during it, %.0f MB at its end, %.0f MB after it (the "
+        "drain; VmHWM at the end %.0f MB); slope %+.2f MB per 10 min over %d samples (%.0f s) after the window "
+        "filled; window peak %s of %s (%s during the outage, %s after it)",
         rss_before,
         rss_peak_outage,
         rss_end,
+        max((s.rss_mb for s in after), default=0.0),
+        hwm_final,
         slope,
         len(tail),
         tail[-1].t - tail[0].t if tail else 0,
         f"{window_peak:,}",
         f"{watch.window:,}",
+        f"{max(windows, default=0):,}",
+        f"{max((s.window for s in after), default=0):,}",
     )
+    if window_peak > watch.window:
+        log.warning(
+            "the ingest held %s unacknowledged messages, more than its window of %s: the broker sent more than the "
+            "Receive Maximum the ingest announced. Mosquitto 2.0.11 does so when it moves a queue into flight "
+            "(db__message_delete_outgoing moves up to a whole window per PUBACK; "
+            "https://github.com/eclipse-mosquitto/mosquitto/issues/2301), so after an outage the backlog reaches "
+            "the ingest's memory at once",
+            f"{window_peak:,}",
+            f"{watch.window:,}",
+        )
     _write_samples(supervisor.state_dir / "samples.csv", watch)
     log.info(
         "broker: peak RSS %.0f MB, database file at most %.0f MB; stored %s of %s readings, lost %d, duplicated %d",
