@@ -131,3 +131,18 @@ def test_each_batch_records_which_sequence_numbers_it_stores(tmp_path: Path) -> 
     assert all("boot=b1" in r and "gateway=gw-1" in r and "ingest=ing-a" in r for r in records)
     stamps = [int(r.split(" ")[2]) for r in records]
     assert stamps[1] > stamps[0]  # each run is a point of its own
+
+
+def test_influxdb_credentials_travel_in_a_header_never_in_the_url() -> None:
+    import base64
+
+    from birlik.influx import InfluxClient, InfluxSettings
+
+    with InfluxClient(InfluxSettings(url="http://127.0.0.1:1", username="writer", password="pw")) as client:
+        request = client._http.build_request("POST", "/write", params={"db": "birlik"})
+        request = next(client._http.auth.sync_auth_flow(request))  # type: ignore[union-attr]
+    assert "pw" not in str(request.url) and "writer" not in str(request.url)
+    assert request.headers["Authorization"] == "Basic " + base64.b64encode(b"writer:pw").decode()
+    with InfluxClient(InfluxSettings(url="http://127.0.0.1:1", token="t0ken")) as client:
+        request = client._http.build_request("POST", "/write", params={"db": "birlik"})
+    assert request.headers["Authorization"] == "Token t0ken" and "t0ken" not in str(request.url)
