@@ -358,18 +358,20 @@ class IngestService:
             return
         while True:
             await asyncio.sleep(interval)
-            self._publish_stats()
-            s = self.stats
-            fields: dict[str, float | int | str] = {
-                k: v for k, v in s.as_dict().items() if isinstance(v, int | float) and not isinstance(v, bool)
-            }
-            for reason, n in s.rejected_by_reason.items():
-                fields[f"rejected_{reason}"] = n
-            line = encode_point(
-                schema.INGEST, {"client_id": self.config.ingest.client_id}, fields, int(time.time() * 1000)
-            )
-            self._open.lines.append(line)
-            self._open.counts.append(0)
+            self._health_point()
+
+    def _health_point(self) -> None:
+        """One ``ingest`` point with the counters, in the open batch (written like any other)."""
+        self._publish_stats()
+        s = self.stats
+        fields: dict[str, float | int | str] = {
+            k: v for k, v in s.as_dict().items() if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        for reason, n in s.rejected_by_reason.items():
+            fields[f"rejected_{reason}"] = n
+        line = encode_point(schema.INGEST, {"client_id": self.config.ingest.client_id}, fields, int(time.time() * 1000))
+        self._open.lines.append(line)
+        self._open.counts.append(0)
 
     # --- the service --------------------------------------------------------------------
 
@@ -397,6 +399,7 @@ class IngestService:
             try:
                 await stop.wait()
             finally:
+                health.cancel()
                 await self._stop(writer, consumer)
                 for task in (health, receiver, announcer):
                     task.cancel()
@@ -414,6 +417,8 @@ class IngestService:
     async def _stop(self, writer: asyncio.Task[None], consumer: MqttConsumer) -> None:
         """Finish writing what was received, within ``stop_timeout_s``; leave the rest in the broker."""
         self._accepting = False
+        if self.config.ingest.health_interval_s > 0:
+            self._health_point()  # the last counters, written with the rest
         self._stopping = True
         self._wake.set()
         deadline = self.config.ingest.stop_timeout_s
