@@ -27,17 +27,19 @@ import logging
 import math
 import os
 import re
-from bisect import bisect_right
+import time
+from bisect import bisect_left, bisect_right
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from birlik.payload import Value
+from birlik.payload import MAX_FUTURE_MS, MIN_TS_MS, Value
 from birlik.plant import Machine
 from birlik.signals import SIGNALS
 from birlik.topics import MachinePath, TopicError, check_name
@@ -95,8 +97,10 @@ class CsvMapping:
 
     def __post_init__(self) -> None:
         where = f"mapping {self.name!r}"
-        if len(self.delimiter) != 1:
-            raise ReplayError(f"{where}: delimiter must be one character, got {self.delimiter!r}")
+        if len(self.delimiter) != 1 or self.delimiter in '"\r\n':
+            raise ReplayError(
+                f"{where}: delimiter must be one character (not a quote or a line end), got {self.delimiter!r}"
+            )
         if not any(self.columns.values()):
             raise ReplayError(f"{where}: no column is mapped to a signal")
         signals: dict[str, str] = {}
@@ -557,7 +561,9 @@ def _open_header(source: Path, f: BinaryIO, mapping: CsvMapping) -> list[str]:
         raise ReplayError(f"{source}: the file is UTF-16 (or UTF-32) text: convert it to UTF-8")
     first = first.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
     if not first.strip():
-        raise ReplayError(f"{source}: the file is empty" if not first else f"{source}: the first line (header) is empty")
+        raise ReplayError(
+            f"{source}: the file is empty" if not first else f"{source}: the first line (header) is empty"
+        )
     try:
         return [h.strip() for h in _split(first.decode("utf-8", "surrogateescape"), mapping.delimiter)]
     except csv.Error as exc:
@@ -687,17 +693,13 @@ def _read(
                                 continue
                             reason = OUT_OF_RANGE
                     dropped[reason] += 1
-                    if reason != EMPTY:
-                        report(
-                            reason,
-                            f"{source}:{line}",
-                            f"{header[col]} -> {signal.name}: {_brief(text)} dropped"
-                            + (
-                                f" (as {signal.unit}: outside [{signal.low:g}, {signal.high:g}])"
-                                if reason == OUT_OF_RANGE
-                                else ""
-                            ),
-                        )
+                    if reason == OUT_OF_RANGE:
+                        detail = f"{signal.name} = {value:g} {signal.unit} is outside [{signal.low:g}, {signal.high:g}]"
+                    elif reason == NOT_FINITE:
+                        detail = f"{signal.name} is not a finite number"
+                    else:
+                        detail = f"{signal.name} is {'empty' if reason == EMPTY else 'not a number'}"
+                    report(reason, f"{source}:{line}", f"{header[col]} {_brief(text)}: {detail}, reading dropped")
                 timestamps.append(ts)
                 lines.append(line)
                 samples.append(values)
