@@ -14,6 +14,15 @@ become ground truth (:class:`RecordedInterval`) to score detectors against.
     ... )  # doctest: +SKIP
     >>> driver.ground_truth()  # doctest: +SKIP
 
+A bad row never stops a replay: every data row is either replayed or rejected with a
+reason (``ROW_REASONS``: a timestamp that does not parse, is out of the payload contract's
+range, repeats an earlier row's or goes back in time; the wrong number of cells; a line too
+long), and a bad cell drops just that reading (``READING_REASONS``). Both are counted on the
+driver (``rejections``, ``dropped_readings``, ``counters()``), logged at most once per reason
+every ``LOG_EVERY_S`` seconds, and summed up per file. Only a file that cannot be used at all
+(unreadable, a mapped column missing from its header, no row to replay) is a
+:class:`ReplayError`, before anything is published.
+
 The built-in ``skab`` mapping reads the Skoltech Anomaly Benchmark; ``gateway/mappings/``
 holds the same mapping as an annotated YAML file to copy for other recordings.
 """
@@ -756,8 +765,13 @@ def _timestamp_parser(fmt: str, tz: tzinfo) -> Callable[[str], int]:
             raise ValueError("not a number")
         return round(number * factor) if factor != 1 else round(number)  # OverflowError for inf
 
+    def from_iso(cell: str) -> int:
+        if "\x00" in cell:  # fromisoformat ignores a NUL at the end (CPython 3.11)
+            raise ValueError("NUL in the timestamp")
+        return to_ms(datetime.fromisoformat(cell))
+
     if fmt == "iso":
-        return lambda cell: to_ms(datetime.fromisoformat(cell))
+        return from_iso
     if fmt == "unix_s":
         return lambda cell: unix(cell, 1000)
     if fmt == "unix_ms":
