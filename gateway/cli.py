@@ -14,6 +14,7 @@ from birlik.process import parse_start
 
 if TYPE_CHECKING:
     from birlik.topics import MachinePath
+    from gateway.buffer import DiskLog
     from gateway.drivers import Driver
 
 
@@ -66,6 +67,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("--seconds", type=float, default=None, help="stop after this many wall-clock seconds")
     p.add_argument("--batch", type=int, default=1, help="samples per message per machine (default: 1)")
     p.add_argument("--stats-file", default=None, help="keep counters in this JSON file while running")
+    _store_and_forward_options(p)  # gateway/buffer.py
     p.add_argument(
         "--ground-truth",
         default=None,
@@ -96,6 +98,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "the file's folder and name (default: replay/lab/testbed/{parent}-{stem})",
     )
     rep.add_argument("--kind", default=None, help="machine kind of the replayed machines (default: the mapping's)")
+    plc = p.add_argument_group("PLC drivers: OPC UA or Modbus TCP, live, in real time")
+    plc.add_argument(
+        "--driver",
+        default=None,
+        metavar="FILE",
+        help="read the machines of this driver file (YAML with 'driver: opcua' or 'driver: modbus'; examples in "
+        "gateway/examples/)",
+    )
     p.set_defaults(func=run)
 
 
@@ -134,11 +144,12 @@ def _name(text: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     import logging
+    import sqlite3
 
     from birlik.config import load_config
     from birlik.process import terminate_gracefully
     from birlik.stats import StatsFile
-    from gateway.publisher import MqttPublisher, PublishError
+    from gateway.publisher import MqttPublisher
     from gateway.service import Clock, run_gateway
 
     log = logging.getLogger("gateway")
@@ -149,7 +160,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     driver: Driver
     try:
-        if args.replay:
+        if args.driver:
+            driver, start_ms, end_ms, gateway_id, truth = _southbound(args)
+        elif args.replay:
             driver, start_ms, end_ms, gateway_id, truth = _replay(args)
         else:
             driver, start_ms, end_ms, gateway_id, truth = _simulator(args)
@@ -160,10 +173,10 @@ def run(args: argparse.Namespace) -> int:
         Path(args.ground_truth).write_text(json.dumps(truth, indent=1))
     publisher = MqttPublisher(config.mqtt, client_id=gateway_id)
     try:
-        publisher.connect()
-    except PublishError as exc:
-        log.error("%s", exc)
-        return 1
+        buffer = _disk_log(args, gateway_id)
+    except (ValueError, OSError, sqlite3.Error) as exc:
+        log.error("disk log: %s", exc)
+        return 2
     try:
         unacked = run_gateway(
             gateway_id,
@@ -174,13 +187,60 @@ def run(args: argparse.Namespace) -> int:
             wall_seconds=args.seconds,
             batch=args.batch,
             stats=StatsFile(args.stats_file, every_s=0.25),
+            buffer=buffer,
+            drain_rate=args.drain_rate,
         )
     finally:
         publisher.close()
+        close = getattr(driver, "close", None)  # the PLC drivers' I/O threads
+        if close is not None:
+            close()
     return 0 if unacked == 0 else 1
 
 
 Setup = tuple["Driver", int, int | None, str, list[dict[str, object]]]
+
+
+def _store_and_forward_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("store and forward: the disk log (docs/gateway.md)")
+    g.add_argument(
+        "--state-dir",
+        default=None,
+        help="keep the disk log here (<dir>/<gateway id>.sqlite), across restarts; default: a temporary log, "
+        "removed at stop",
+    )
+    g.add_argument("--buffer-max-mb", type=float, default=1024, help="disk log size limit, MB (default: 1024)")
+    g.add_argument(
+        "--retention", default="24h", help="keep messages this long, acknowledged or not, for repairs (default: 24h)"
+    )
+    g.add_argument(
+        "--drain-rate",
+        type=float,
+        default=1000,
+        help="messages/s sent again from the log after an outage or on repair requests (default: 1000)",
+    )
+    g.add_argument(
+        "--sync",
+        choices=["normal", "full"],
+        default="normal",
+        help="SQLite synchronous mode: normal survives a crash of the gateway, full a power loss (default: normal)",
+    )
+
+
+def _disk_log(args: argparse.Namespace, gateway_id: str) -> DiskLog | None:
+    from gateway.buffer import DiskLog
+
+    if args.buffer_max_mb <= 0 or args.drain_rate <= 0:
+        raise ValueError("--buffer-max-mb and --drain-rate must be positive")
+    retention_s = parse_duration(args.retention, "--retention")
+    if not args.state_dir:
+        return None
+    return DiskLog(
+        Path(args.state_dir) / f"{gateway_id}.sqlite",
+        max_bytes=int(args.buffer_max_mb * 1e6),
+        retention_s=retention_s,
+        sync=args.sync,
+    )
 
 
 def _simulator(args: argparse.Namespace) -> Setup:
@@ -201,6 +261,32 @@ def _simulator(args: argparse.Namespace) -> Setup:
     gateway_id = args.gateway_id or (plant.site(args.site).gateway if args.site else f"gw-{plant.name}")
     truth = [g.as_dict() for g in driver.fleet.ground_truth()]
     return driver, driver.fleet.start_ms, end_ms, gateway_id, truth
+
+
+def _southbound(args: argparse.Namespace) -> Setup:
+    from gateway.southbound import load_driver
+
+    others = [
+        o
+        for o, v in (
+            ("--replay", args.replay),
+            ("--plant", args.plant),
+            ("--site", args.site),
+            ("--mapping", args.mapping),
+            ("--machine", args.machine),
+            ("--kind", args.kind),
+            ("--start", args.start),
+            ("--sim-duration", args.sim_duration),
+            ("--ground-truth", args.ground_truth),
+            ("--speed", args.speed != 1.0),
+        )
+        if v
+    ]
+    if others:
+        raise ValueError(f"{', '.join(others)}: not with --driver (a PLC driver reads live machines in real time)")
+    driver = load_driver(args.driver)
+    gateway_id = args.gateway_id or driver.config.gateway or f"gw-{driver.name}"
+    return driver, int(time.time() * 1000), None, gateway_id, []
 
 
 def _replay(args: argparse.Namespace) -> Setup:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ops import bench_ingest, bench_outage
+from ops import bench_gateway, bench_ingest, bench_outage
 
 if TYPE_CHECKING:
     from birlik.plant import Plant
@@ -53,6 +53,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("--plant", default=None, help="detection: plant description (default: the built-in centre)")
     bench_ingest.add_arguments(p)
     bench_outage.add_arguments(p)
+    bench_gateway.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -338,3 +339,4 @@ def _fleet_of(count: int, plant: Plant) -> Plant:
 
 benchmark("ingest", bench_ingest.SUMMARY)(bench_ingest.run)  # ops/bench_ingest.py
 benchmark("outage", bench_outage.SUMMARY)(bench_outage.run)  # ops/bench_outage.py
+benchmark("gateway", bench_gateway.SUMMARY)(bench_gateway.run)  # ops/bench_gateway.py

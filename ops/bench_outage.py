@@ -117,20 +117,41 @@ class Stream:
         )
 
 
+class PublishingStopped(Exception):
+    """The benchmark ended the stream before its last message (the broker had fallen behind)."""
+
+
 class Packets(Sequence[bytes]):
-    """The stream's first ``count`` PUBLISH packets, encoded when the publisher takes them."""
+    """The stream's first ``count`` PUBLISH packets, encoded when the publisher takes them.
+
+    :meth:`stop` ends the stream early: the publisher's next take waits until the broker has
+    acknowledged everything sent, then raises :class:`PublishingStopped`, which ends its run.
+    """
 
     def __init__(self, stream: Stream, count: int) -> None:
         self.stream, self.total = stream, count
+        self._stop: tuple[bi.RawPublisher, float] | None = None
 
     def __len__(self) -> int:
         return self.total
+
+    def stop(self, publisher: bi.RawPublisher, timeout_s: float = 120) -> None:
+        self._stop = (publisher, time.monotonic() + timeout_s)
+
+    def _check_stop(self) -> None:
+        if self._stop is None:
+            return
+        publisher, deadline = self._stop
+        while publisher.acked < publisher.sent and publisher.error is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        raise PublishingStopped(f"stopped after {publisher.sent:,} of {self.total:,} messages")
 
     @overload
     def __getitem__(self, index: int) -> bytes: ...
     @overload
     def __getitem__(self, index: slice) -> list[bytes]: ...
     def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
+        self._check_stop()
         if isinstance(index, slice):
             return [self.stream.packet(k) for k in range(*index.indices(self.total))]
         if not 0 <= index < self.total:
@@ -194,6 +215,25 @@ def rss_mb(pid: int) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def process_state(pid: int) -> str:
+    """The process's state letter from /proc (R running, S sleeping, D waiting for the disk ...); "" when gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def written_bytes(pid: int) -> int:
+    """Bytes the process has caused to be written to storage (``write_bytes`` of /proc/<pid>/io); 0 if unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def broker_queue_problem(rate: int, outage_s: float, payload_bytes: int) -> str | None:
@@ -273,6 +313,11 @@ class Watch:
         self.back_at = 0.0
         self.drain_s: float | None = None
         self.failed = False
+        #: The broker's process state at every sample ("D": waiting for the disk), and what it wrote.
+        self.broker_states: list[str] = []
+        self.broker_written = 0
+        #: Messages due by now (epoch s): how far behind its schedule the publisher is.
+        self.planned: Callable[[], int] = lambda: 0
         self._last_log = time.monotonic()
         self._rss_peak = 0.0
 
@@ -292,6 +337,8 @@ class Watch:
         self._rss_peak = max(self._rss_peak, sample.rss_mb)
         broker_rss = rss_mb(self.broker_pid)
         self.broker_rss_peak = max(self.broker_rss_peak, broker_rss)
+        self.broker_states.append(process_state(self.broker_pid))
+        self.broker_written = written_bytes(self.broker_pid) or self.broker_written
         with contextlib.suppress(OSError):
             self.broker_db_peak = max(self.broker_db_peak, self.broker_db.stat().st_size / 1e6)
         if self.drain_target is not None and self.drain_s is None and sample.acked >= self.drain_target:
@@ -311,13 +358,17 @@ class Watch:
         if phase == "outage":
             phase = f"outage {_clock(sample.t - self.outage_at)} of {_clock(self.outage_s)}"
         published = self.publisher.acked
+        planned = self.planned()
+        behind = f", {planned - published:,} behind the schedule" if planned - published > self.window else ""
         try:
             broker_db = self.broker_db.stat().st_size / 1e6
         except OSError:
             broker_db = 0.0
+        recent = self.broker_states[-30:]
         log.info(
             "%s [%s]: ingest RSS %.0f MB (peak %.0f), window %s/%s in use; the broker holds %s messages "
-            "(published %s - acknowledged by the ingest %s); broker RSS %.0f MB, its database %.0f MB",
+            "(published %s%s - acknowledged by the ingest %s); broker RSS %.0f MB, database %.0f MB, waiting for "
+            "the disk in %d%% of the last %d s, %.1f GB written so far",
             _clock(sample.t - self.t0),
             phase,
             sample.rss_mb,
@@ -326,9 +377,13 @@ class Watch:
             f"{self.window:,}",
             f"{max(0, published - sample.acked):,}",
             f"{published:,}",
+            behind,
             f"{sample.acked:,}",
             broker_rss,
             broker_db,
+            100 * recent.count("D") // max(1, len(recent)),
+            len(recent),
+            self.broker_written / 1e9,
         )
 
     def until(self, phase: str, done: Callable[[], bool], deadline: float) -> bool:
@@ -382,7 +437,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         raise SystemExit(2)
     total = round(args.rate * (2 * steady_s + outage_s))
     log.info(
-        "%s messages at %d msg/s (12 readings each): %.0f s, InfluxDB stopped for %.1f min, %.0f s; ingest window %s",
+        "%s messages at %d msg/s (12 readings each): %.0f s, InfluxDB stopped for %g min, %.0f s; ingest window %s",
         f"{total:,}",
         args.rate,
         steady_s,
@@ -418,8 +473,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 window,
                 outage_s,
             )
-            job = bi.Background(publisher, Packets(stream, total), Schedule(stream, total))
-            outcome = _phases(args, supervisor, stream, total, watch, job, influx_port)
+            watch.planned = lambda: max(0, min(total, int((time.time() - stream.start) * stream.rate) + 1))
+            packets = Packets(stream, total)
+            job = bi.Background(publisher, packets, Schedule(stream, total))
+            outcome = _phases(args, supervisor, stream, packets, watch, job, influx_port)
         finally:
             final = group.stop(broker)[0]
     _report_logs(state, group, final)
@@ -430,7 +487,7 @@ def _phases(
     args: argparse.Namespace,
     supervisor: Any,
     stream: Stream,
-    total: int,
+    packets: Packets,
     watch: Watch,
     job: bi.Background,
     influx_port: int,
@@ -452,7 +509,7 @@ def _phases(
     influx_child = next(c for c in supervisor.children if c.name == "influxdb")
     watch.outage_at = time.monotonic()
     supervisor.stop(influx_child)
-    log.info("InfluxDB stopped for %.1f min; publishing goes on", args.outage_minutes)
+    log.info("InfluxDB stopped for %g min; publishing goes on", args.outage_minutes)
     watch.until("outage", never, watch.outage_at + outage_s)
     outage = watch.phase("outage")
     rss_end = outage[-1].rss_mb if outage else 0.0
@@ -466,18 +523,31 @@ def _phases(
     watch.back_at = time.monotonic()
     watch.drain_target = publisher.acked
     log.info(
-        "InfluxDB back after %.1f min; %s messages published so far",
-        (watch.back_at - watch.outage_at) / 60,
+        "InfluxDB back after %.0f s (stopped and started again); %s messages published so far",
+        watch.back_at - watch.outage_at,
         f"{publisher.acked:,}",
     )
-    watch.until("after", lambda: job.done, time.monotonic() + steady_s + 330)
-    if job.error is not None:
+    # The stream ends on time: what the broker could not take by then is not published.
+    total = len(packets)
+    end = time.monotonic() + max(0.0, stream.due(total - 1) - time.time())
+    if not watch.until("after", lambda: job.done, end + 5):
+        log.warning(
+            "the broker fell behind: %s of %s messages published at the end of the stream; stopping there",
+            f"{publisher.acked:,}",
+            f"{total:,}",
+        )
+        packets.stop(publisher)
+        watch.until("after", lambda: job.done, time.monotonic() + 180)
+    if isinstance(job.error, PublishingStopped):
+        pass
+    elif job.error is not None:
         log.error("the publisher failed: %r", job.error)
     elif not job.done:
         log.error("the publisher did not finish")
     published = publisher.acked
     log.info(
-        "published %s/%s messages (%.0f msg/s achieved; at most %.2f s late on the schedule)",
+        "published %s/%s messages (%.0f msg/s from the first to the last acknowledgement; at most %.1f s late on the "
+        "schedule)",
         f"{published:,}",
         f"{total:,}",
         published / max(1e-9, publisher.last_ack - publisher.first_send),
@@ -553,10 +623,14 @@ def _phases(
             f"{watch.window:,}",
         )
     _write_samples(supervisor.state_dir / "samples.csv", watch)
+    states = watch.broker_states
     log.info(
-        "broker: peak RSS %.0f MB, database file at most %.0f MB; stored %s of %s readings, lost %d, duplicated %d",
+        "broker: peak RSS %.0f MB, database file at most %.0f MB, %.1f GB written to disk (autosave), waiting for "
+        "the disk in %d%% of the samples; stored %s of %s readings, lost %d, duplicated %d",
         watch.broker_rss_peak,
         watch.broker_db_peak,
+        watch.broker_written / 1e9,
+        100 * states.count("D") // max(1, len(states)),
         f"{stored:,}",
         f"{published_readings:,}",
         lost,

@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     import ingest.cli
     import ops.bench
     import ops.demo
+    import ops.repair
     import simulators.cli
 
     parser = argparse.ArgumentParser(
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     analytics.cli.register(sub, common)
     simulators.cli.register(sub, common)
     grafana.cli.register(sub, common)
+    ops.repair.register(sub, common)
     register_servers(sub, common)
     ops.bench.register(sub, common)
     register_config(sub, common)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
@@ -76,6 +79,23 @@ def test_stream_timestamps_unique_per_machine_and_checks_known() -> None:
     assert schedule[26] - schedule[0] == pytest.approx(26 / bo.MAX_RATE, abs=1e-6)
     with pytest.raises(IndexError):
         packets[30]
+
+
+def test_stopping_the_stream_waits_for_the_acknowledgements_then_ends_the_publisher() -> None:
+    stream = bo.Stream(rate=100, start=1_763_800_000.0)
+    packets = bo.Packets(stream, 10)
+    assert len(packets[0:3]) == 3
+    publisher = SimpleNamespace(acked=3, sent=3, error=None)
+    packets.stop(cast(bi.RawPublisher, publisher))
+    with pytest.raises(bo.PublishingStopped):
+        packets[3:5]
+
+
+def test_proc_readers() -> None:
+    assert bo.process_state(os.getpid()) in {"R", "S"}
+    assert bo.rss_mb(os.getpid()) > 1
+    assert bo.written_bytes(os.getpid()) >= 0
+    assert bo.process_state(2**22 + 1) == "" and bo.rss_mb(2**22 + 1) == 0.0
 
 
 def test_an_outage_the_broker_cannot_queue_is_refused() -> None:

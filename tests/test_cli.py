@@ -14,7 +14,18 @@ from ops.cli import build_parser
 from ops.stack import birlik_command
 from tests.helpers import readings_in_db
 
-SUBCOMMANDS = ["demo", "gateway", "ingest", "analytics", "simulate", "dashboards", "servers", "bench", "config"]
+SUBCOMMANDS = [
+    "demo",
+    "gateway",
+    "ingest",
+    "analytics",
+    "simulate",
+    "dashboards",
+    "repair",
+    "servers",
+    "bench",
+    "config",
+]
 
 
 def birlik(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -118,13 +129,25 @@ def test_an_unknown_detector_is_a_configuration_error() -> None:
     assert "analytics.detector 'crystal-ball' is unknown (known: zscore)" in result.stderr
 
 
-def test_a_gateway_without_a_broker_says_so() -> None:
+def test_a_gateway_without_a_broker_keeps_polling_and_buffers_to_disk(tmp_path: Path) -> None:
     from ops.servers import free_port
 
-    result = birlik("gateway", "--seconds", "1", env={"BIRLIK_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}"})
+    result = birlik(
+        "gateway",
+        "--seconds",
+        "2",
+        "--speed",
+        "60",
+        "--state-dir",
+        str(tmp_path),
+        env={"BIRLIK_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}"},
+    )
+    # It does not give up: the readings go to the disk log, kept for the next start.
     assert result.returncode == 1
-    assert "cannot reach the broker at mqtt://127.0.0.1:" in result.stderr
+    assert result.stderr.count("broker unreachable, buffering to disk") == 1
+    assert "messages were not acknowledged by the broker; kept in the disk log" in result.stderr
     assert "Traceback" not in result.stderr
+    assert any(tmp_path.glob("*.sqlite"))
 
 
 def test_servers_runs_mosquitto_and_influxdb_until_stopped(tmp_path: Path) -> None:

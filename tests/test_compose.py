@@ -51,12 +51,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def test_platform_services_run_the_birlik_image(compose: dict[str, Any]) -> None:
     services = _birlik_services(compose)
-    assert set(services) == {"ingest", "analytics", "plant"}
+    assert set(services) == {"ingest", "analytics", "plant", "repair"}
     for name, service in services.items():
         assert service["build"] == "." and service["image"] == BIRLIK_IMAGE, name
     assert _command(services["ingest"]) == ["ingest"]
     assert _command(services["analytics"]) == ["analytics"]
-    assert _command(services["plant"]) == ["gateway", "--speed", "1"]
+    assert _command(services["plant"]) == ["gateway", "--speed", "1", "--state-dir", "/data/gateway"]
+    assert _command(services["repair"]) == ["repair"]
 
 
 def test_commands_are_real_birlik_subcommands(compose: dict[str, Any]) -> None:

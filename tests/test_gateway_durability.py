@@ -1,0 +1,256 @@
+"""Store and forward and gap repair on real processes: a real ``birlik gateway`` (simulated
+plant, 60x) through real Mosquitto, ``birlik ingest`` and InfluxDB; the broker stopped, killed
+and restarted, the gateway killed, the disk log full.
+
+The ground truth is the gateway's own disk log: every message it ever logged (both boots after
+a restart). Every reading of it must be in InfluxDB, with its value, and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sqlite3
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from birlik.influx import InfluxClient, InfluxSettings
+from birlik.stats import read_stats
+from gateway.buffer import read_log
+from ops.repair import GapFinder, RequestPublisher, count, holes, repair_once
+from ops.servers import Child, Mosquitto, Supervisor, find_executable, free_port, mosquitto_config
+from ops.stack import birlik_command
+from tests.ingest_procs import count_readings, ingest_env, ingest_process, wait_until
+
+pytestmark = pytest.mark.slow
+
+GW = "gw-durable"
+TAGS = {"tenant", "site", "line", "kind"}
+
+
+def _db() -> str:
+    return f"gw_{uuid.uuid4().hex[:8]}"
+
+
+def start_gateway(
+    sup: Supervisor, name: str, broker_url: str, state: Path, *extra: str, seconds: float = 120
+) -> tuple[Child, Path]:
+    stats = state / f"{name}.stats.json"
+    child = sup.start(
+        name,
+        [
+            *birlik_command(),
+            "gateway",
+            "--site",
+            "kz-turkestan",
+            "--speed",
+            "60",
+            "--gateway-id",
+            GW,
+            "--state-dir",
+            str(state),
+            "--stats-file",
+            str(stats),
+            "--seconds",
+            str(seconds),
+            *extra,
+        ],
+        env={"BIRLIK_MQTT_URL": broker_url, "BIRLIK_CONFIG": "", "PYTHONUNBUFFERED": "1"},
+    )
+    return child, stats
+
+
+def logged_points(state: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """Every sample in the gateway's disk log: (machine, ts) -> values."""
+    points: dict[tuple[str, int], dict[str, Any]] = {}
+    for e in read_log(state / f"{GW}.sqlite"):
+        machine = e.topic.split("/")[4]
+        for s in json.loads(e.payload)["samples"]:
+            old = points.setdefault((machine, s["ts"]), s["values"])
+            assert old == s["values"], "the gateway logged two different samples for one machine and time"
+    return points
+
+
+def stored_points(url: str, db: str) -> dict[tuple[str, int], dict[str, Any]]:
+    stored = {}
+    with InfluxClient(InfluxSettings(url=url, database=db)) as influx:
+        for s in influx.query('SELECT * FROM "telemetry" GROUP BY "machine"'):
+            for row in s.records():
+                ts = row.pop("time")
+                stored[(s.tags["machine"], ts)] = {k: v for k, v in row.items() if v is not None and k not in TAGS}
+    return stored
+
+
+def assert_every_logged_reading_stored_once(state: Path, url: str, db: str) -> int:
+    expected = logged_points(state)
+    readings = sum(len(v) for v in expected.values())
+    wait_until(lambda: count_readings(url, db) >= readings, timeout_s=90, what=f"{readings} readings stored")
+    time.sleep(0.5)
+    assert count_readings(url, db) == readings
+    assert stored_points(url, db) == expected
+    return readings
+
+
+def unacked_in_log(state: Path) -> int:
+    db = sqlite3.connect(f"file:{state / f'{GW}.sqlite'}?mode=ro", uri=True)
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM messages WHERE acked = 0").fetchone()[0])
+    finally:
+        db.close()
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+def test_broker_stopped_for_20_s_mid_stream_every_reading_lands_exactly_once(tmp_path: Path) -> None:
+    db = _db()
+    state = tmp_path / "gw"
+    with Supervisor(tmp_path / "s") as sup:
+        port = free_port()
+        broker = sup.start_mosquitto(port=port)
+        influx = sup.start_influxdb()
+        ingest_process(sup, ingest_env(broker.url, influx.url, db, tmp_path, "ingest"), tmp_path, "ingest").start()
+        gateway, stats = start_gateway(sup, "gateway", broker.url, state, "--drain-rate", "500", seconds=40)
+        wait_until(lambda: read_stats(stats).get("acked", 0) > 200, what="the gateway publishing")
+        time.sleep(3)
+        sup.stop(broker.child)
+        time.sleep(1)
+        seq_before = read_stats(stats)["seq"]
+        time.sleep(19)
+        during = read_stats(stats)
+        # The poll loop did not wait for the broker: the drivers kept sampling, into the disk log.
+        assert during["seq"] - seq_before > 2000 and during["buffer_depth"] > 2000
+        assert not during["connected"] and during["buffer_oldest_unsent_age_s"] > 15
+        sup.start_mosquitto(port=port)
+        assert gateway.process.wait(90) == 0
+        final = read_stats(stats)
+        assert final["reconnects"] == 1 and final["buffer_depth"] == 0 and final["unacked"] == 0
+        assert final["replayed"] >= during["buffer_depth"]
+        text = gateway.log_path.read_text()
+        assert text.count("broker unreachable, buffering to disk") == 1
+        assert text.count("connected again, draining") == 1
+        assert_every_logged_reading_stored_once(state, influx.url, db)
+
+
+def test_gateway_sigkilled_while_buffering_and_restarted_loses_nothing(tmp_path: Path) -> None:
+    db = _db()
+    state = tmp_path / "gw"
+    start_ms = int(time.time() * 1000) - 6 * 3600 * 1000
+    with Supervisor(tmp_path / "s") as sup:
+        port = free_port()
+        broker = sup.start_mosquitto(port=port)
+        influx = sup.start_influxdb()
+        ingest_process(sup, ingest_env(broker.url, influx.url, db, tmp_path, "ingest"), tmp_path, "ingest").start()
+        first, stats = start_gateway(sup, "gateway-1", broker.url, state, "--start", _iso(start_ms))
+        wait_until(lambda: read_stats(stats).get("acked", 0) > 300, what="the gateway publishing")
+        sup.stop(broker.child)
+        wait_until(lambda: read_stats(stats).get("buffer_depth", 0) > 500, what="messages buffered")
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(10)
+        sup.children.remove(first)
+        assert unacked_in_log(state) > 500
+        sup.start_mosquitto(port=port)
+        # Another stretch of device time: the first boot's readings can only come from its log.
+        second, stats2 = start_gateway(
+            sup, "gateway-2", broker.url, state, "--start", _iso(start_ms + 2 * 3600 * 1000), seconds=8
+        )
+        assert second.process.wait(90) == 0
+        assert unacked_in_log(state) == 0
+        assert read_stats(stats2)["replayed"] > 500
+        assert "connected to the broker" in second.log_path.read_text()
+        assert len({e.boot for e in read_log(state / f"{GW}.sqlite")}) == 2
+        assert_every_logged_reading_stored_once(state, influx.url, db)
+
+
+def test_a_full_disk_log_drops_the_oldest_counts_and_reports_it(tmp_path: Path) -> None:
+    state = tmp_path / "gw"
+    with Supervisor(tmp_path / "s") as sup:
+        gateway, stats = start_gateway(
+            sup, "gateway", f"mqtt://127.0.0.1:{free_port()}", state, "--buffer-max-mb", "0.2", seconds=4
+        )
+        assert gateway.process.wait(60) == 1  # unacknowledged messages remain (no broker)
+        final = read_stats(stats)
+        assert final["buffer_dropped"] > 0 and final["buffer_bytes"] <= 200_000
+        assert final["seq"] == final["buffer_dropped"] + final["buffer_depth"]
+        entries = read_log(state / f"{GW}.sqlite")
+        assert entries[0].seq == final["buffer_dropped"] + 1 and entries[-1].seq == final["seq"]  # oldest dropped
+        text = gateway.log_path.read_text()
+        assert "dropped" in text and "to keep the log within its size" in text
+        assert f"dropped {final['buffer_dropped']}," in text  # the stop line
+
+
+def start_volatile_mosquitto(sup: Supervisor, port: int, tmp: Path) -> Mosquitto:
+    """The shipped settings, but the broker saves its state once an hour: killed, it forgets
+    everything it had acknowledged since it started, the ingest's queued messages included."""
+    shipped = Path(__file__).resolve().parents[1] / "docker" / "mosquitto" / "mosquitto.conf"
+    custom = tmp / "volatile.conf"
+    lines = [ln for ln in shipped.read_text().splitlines() if not ln.strip().startswith("autosave_interval")]
+    custom.write_text("\n".join([*lines, "autosave_interval 3600"]) + "\n")
+    data = tmp / "mosquitto-volatile"
+    data.mkdir(exist_ok=True)
+    conf = data / "mosquitto.conf"
+    conf.write_text(mosquitto_config(port, data, conf=custom))
+
+    def ready() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+
+    child = sup.start("mosquitto", [find_executable("mosquitto", "/usr/sbin"), "-c", str(conf)], ready=ready, port=port)
+    return Mosquitto(child, "127.0.0.1", port)
+
+
+def test_messages_lost_by_a_crashed_broker_are_repaired_from_the_gateway_log(tmp_path: Path) -> None:
+    db = _db()
+    state = tmp_path / "gw"
+    with Supervisor(tmp_path / "s") as sup:
+        port = free_port()
+        broker = start_volatile_mosquitto(sup, port, tmp_path)
+        influx = sup.start_influxdb()
+        ingest = ingest_process(sup, ingest_env(broker.url, influx.url, db, tmp_path, "ingest"), tmp_path, "ingest")
+        ingest.start()
+        gateway, stats = start_gateway(sup, "gateway", broker.url, state, seconds=300)
+        wait_until(lambda: read_stats(stats).get("acked", 0) > 300, what="the gateway publishing")
+        # The ingest away: the broker acknowledges the gateway's messages and queues them for the
+        # ingest's session, in memory only; then it crashes, and they are gone.
+        assert ingest.terminate()[0] == 0
+        lost_from = read_stats(stats)["seq"]
+        time.sleep(4)
+        broker.child.process.send_signal(signal.SIGKILL)
+        broker.child.process.wait(10)
+        sup.children.remove(broker.child)
+        broker = start_volatile_mosquitto(sup, port, tmp_path)
+        ingest.start()
+
+        with InfluxClient(InfluxSettings(url=influx.url, database=db)) as client:
+            finder = GapFinder(client, settle_s=2, retry_s=5)
+
+            def holes_seen() -> bool:
+                finder.read()
+                return bool(finder.stats()["open"] > 300)
+
+            wait_until(holes_seen, timeout_s=30, what="holes seen")
+            boot = read_stats(stats)["boot"]
+            gap = holes(finder.boots[(GW, boot)].covered, finder.boots[(GW, boot)].settled_max)
+            assert count(gap) > 300 and gap[0][0] > lost_from - 1000, gap
+            requests = RequestPublisher(broker.host, broker.port, f"repair-{db}")
+            assert requests.wait_connected(10)
+            try:
+                deadline = time.monotonic() + 60
+                while not (finder.stats()["open"] == 0 and finder.closed >= count(gap)):
+                    assert time.monotonic() < deadline, f"holes still open: {finder.stats()}"
+                    repair_once(finder, requests)
+                    time.sleep(1)
+            finally:
+                requests.close()
+        gateway.process.send_signal(signal.SIGTERM)
+        assert gateway.process.wait(60) == 0
+        assert read_stats(stats)["repaired"] >= count(gap)
+        assert "repair request: boot" in gateway.log_path.read_text()
+        assert_every_logged_reading_stored_once(state, influx.url, db)
