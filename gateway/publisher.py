@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -88,6 +90,7 @@ class MqttPublisher:
         self._client.max_queued_messages_set(0)
         self._client.reconnect_delay_set(1, 5)
         self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
         self._client.on_message = self._on_message
@@ -130,6 +133,34 @@ class MqttPublisher:
         self._connected.set()
         with self._lock:
             self._lock.notify_all()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        """paho does not say why a connection failed: find out, and say it once per reason."""
+        text = self._diagnose()
+        if text != self._refused:
+            log.error("broker %s: %s; retrying with back-off", self.config.url, text)
+            self._refused = text
+
+    def _diagnose(self) -> str:
+        host, port = self.config.host, self.config.port
+        try:
+            sock = socket.create_connection((host, port), timeout=5)
+        except OSError as exc:
+            return f"unreachable ({exc})"
+        with contextlib.closing(sock):
+            context = self.config.ssl_context()
+            if context is None:
+                return "the connection failed"
+            try:
+                context.wrap_socket(sock, server_hostname=host).close()
+            except ssl.SSLCertVerificationError as exc:
+                return (
+                    f"its TLS certificate is not trusted ({exc.verify_message}); "
+                    "check mqtt.ca_file and that the certificate names this host"
+                )
+            except (ssl.SSLError, OSError) as exc:
+                return f"the TLS handshake failed ({exc})"
+            return "the connection failed"
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: Any, props: object) -> None:
         self._connected.clear()

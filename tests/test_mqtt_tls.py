@@ -123,3 +123,39 @@ def test_tls_files_that_do_not_exist_are_a_configuration_error(tmp_path: Path) -
     with pytest.raises(ConfigError, match=r"mqtt.ca_file .* is not a readable file"):
         load_config(env={"BIRLIK_MQTT_URL": "mqtts://broker:8883", "BIRLIK_MQTT_CA_FILE": str(tmp_path / "nope.pem")})
     assert load_config(env={"BIRLIK_MQTT_URL": "mqtts://broker"}).mqtt.port == 8883
+
+
+def test_the_gateway_publishes_over_tls_and_says_why_it_is_refused(
+    tls_broker: tuple[Mosquitto, Certs], caplog: pytest.LogCaptureFixture
+) -> None:
+    import time
+
+    from birlik.config import MqttConfig
+    from gateway.publisher import MqttPublisher
+
+    broker, certs = tls_broker
+    url = f"mqtts://127.0.0.1:{broker.port}"
+    good = MqttPublisher(
+        MqttConfig(url=url, username="device", password="d3vice", ca_file=str(certs.ca)), client_id="gw-tls-ok"
+    )
+    good.connect(15)
+    assert good.publish("birlik/acme/site/line/m-1/telemetry", b"{}", 0, 1)
+    assert good.flush(15)
+    good.close()
+
+    def refused(config: MqttConfig, client_id: str) -> list[str]:
+        caplog.clear()
+        publisher = MqttPublisher(config, client_id=client_id)
+        with caplog.at_level(logging.ERROR, logger="gateway.publisher"):
+            publisher.start()
+            time.sleep(4)
+            assert not publisher.connected
+            publisher.close()
+        return [r.getMessage() for r in caplog.records if r.name == "gateway.publisher" and r.levelno >= logging.ERROR]
+
+    wrong = refused(MqttConfig(url=url, username="device", password="nope", ca_file=str(certs.ca)), "gw-tls-pw")
+    assert len(wrong) == 1 and "refused the connection" in wrong[0], wrong
+    untrusted = refused(
+        MqttConfig(url=url, username="device", password="d3vice", ca_file=str(certs.other_ca)), "gw-tls-ca"
+    )
+    assert len(untrusted) == 1 and "certificate is not trusted" in untrusted[0], untrusted
