@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -543,8 +544,16 @@ def _phases(
     elif job.error is not None:
         log.error("the publisher failed: %r", job.error)
     elif not job.done:
-        log.error("the publisher did not finish")
+        log.error("the publisher did not finish; closing its connection")
+        with contextlib.suppress(OSError):
+            publisher.sock.shutdown(socket.SHUT_RDWR)
+        job.join(30)
     published = publisher.acked
+    if published < 0.95 * total:
+        log.warning(
+            "the broker accepted only %.0f%% of the messages planned: the outage was a smaller load than asked for",
+            100 * published / total,
+        )
     log.info(
         "published %s/%s messages (%.0f msg/s from the first to the last acknowledgement; at most %.1f s late on the "
         "schedule)",
@@ -566,7 +575,8 @@ def _phases(
                 seen["at"] = time.monotonic()
                 with contextlib.suppress(Exception):
                     seen["points"] = bi.count_points(influx, DATABASE)
-            return seen["points"] >= points
+            # ... and the ingest's counters (its stats file, rewritten every second) show the drain.
+            return seen["points"] >= points and watch.drain_s is not None
 
         if not watch.until("drain", all_visible, time.monotonic() + timeout_s):
             log.error("not every reading visible after %.0f s: %s/%s points", timeout_s, seen["points"], points)
