@@ -312,14 +312,17 @@ def run_gateway(
             stats.update(snapshot())
             if not done and clock.speed != 0:
                 time.sleep(tick_s)
-        # The backlog and repairs still to send, while the broker is there.
-        deadline = time.monotonic() + stop_timeout_s
+    except KeyboardInterrupt:
+        log.info("gateway %s: stopping", gateway_id)
+    # The backlog and repairs still to send, while the broker is there (also after SIGTERM).
+    deadline = time.monotonic() + stop_timeout_s
+    try:
         while not fwd.drained and time.monotonic() < deadline and publisher.connected:
             fwd.pump()
             stats.update(snapshot())
             time.sleep(0.02)
     except KeyboardInterrupt:
-        log.info("gateway %s: stopping", gateway_id)
+        log.warning("gateway %s: stopping at once; what is not sent stays in the disk log", gateway_id)
     publisher.flush(max(1.0, min(stop_timeout_s, 30.0)) if publisher.connected else 0.0)
     fwd.pump()
     unacked = buffer.depth

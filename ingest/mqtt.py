@@ -178,6 +178,8 @@ class _Connection(asyncio.Protocol):
         self.buf = bytearray()
         self.closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.last_in = self.last_out = time.monotonic()
+        #: Reading paused by the consumer (window full): silence from the broker is expected.
+        self.paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -199,6 +201,17 @@ class _Connection(asyncio.Protocol):
             return
         if consumed:
             del buf[:consumed]
+
+    def pause(self) -> None:
+        if self.transport is not None and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.transport is not None and self.paused:
+            self.paused = False
+            self.last_in = time.monotonic()  # the silence was ours
+            self.transport.resume_reading()
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -361,6 +374,21 @@ class MqttConsumer:
             asyncio.get_running_loop().call_soon(self.flush)
         return True
 
+    def pause(self) -> None:
+        """Stop reading from the broker (the window is full). Mosquitto 2.0 can send more than the
+        Receive Maximum while it drains a queue (eclipse-mosquitto/mosquitto#2301); not reading
+        leaves the rest in the broker, whatever it does."""
+        if self._conn is not None:
+            self._conn.pause()
+
+    def resume(self) -> None:
+        if self._conn is not None:
+            self._conn.resume()
+
+    @property
+    def paused(self) -> bool:
+        return self._conn is not None and self._conn.paused
+
     def flush(self) -> None:
         """Send the acknowledgements gathered so far, in one write."""
         self._flush_scheduled = False
@@ -445,7 +473,7 @@ class MqttConsumer:
         while not conn.closed.done():
             await asyncio.sleep(keepalive / 4)
             now = time.monotonic()
-            silent = now - conn.last_in
+            silent = 0.0 if conn.paused else now - conn.last_in
             if silent > keepalive * 1.5:
                 conn.close(f"no answer from the broker for {silent:.0f} s")
                 return

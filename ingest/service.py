@@ -135,7 +135,10 @@ class IngestService:
             self.handle(delivery)
         except Exception:  # a bug must not stop the service or lose the messages around it
             log.exception("unexpected error handling a message on %r; kept as a dead letter", delivery.topic[:200])
-            self._reject_message(delivery, INTERNAL_ERROR, "the ingest failed on this message (see its log)")
+            queued = bool(self._open.deliveries) and self._open.deliveries[-1] is delivery
+            self._reject_message(
+                delivery, INTERNAL_ERROR, "the ingest failed on this message (see its log)", queued=queued
+            )
 
     def handle(self, delivery: Delivery) -> None:
         """Validate one message and add its readings and its acknowledgement to the open batch."""
@@ -173,17 +176,22 @@ class IngestService:
             batch.dead_lettered = True
         self._maybe_seal()
 
-    def _reject_message(self, delivery: Delivery, reason: str, detail: str) -> None:
+    def _reject_message(self, delivery: Delivery, reason: str, detail: str, *, queued: bool = False) -> None:
         s = self.stats
         s.messages_rejected += 1
         s.count_rejected(reason)
         self.dead_letters.message(delivery.topic, delivery.payload, reason, detail)
         batch = self._open
-        batch.deliveries.append(delivery)
+        if not queued:  # each delivery is acknowledged exactly once
+            batch.deliveries.append(delivery)
         batch.dead_lettered = True
         self._maybe_seal()
 
     def _maybe_seal(self) -> None:
+        consumer = self._consumer
+        if self._in_hand >= self.config.ingest.window and consumer is not None and not consumer.paused:
+            consumer.pause()  # the window is full: let the broker keep the rest
+            self._seal()
         batch = self._open
         if len(batch.lines) >= self.config.ingest.batch_size or len(batch.deliveries) >= self._half_window:
             self._seal()
@@ -275,6 +283,8 @@ class IngestService:
                 acked += 1
         self._in_hand -= len(batch.deliveries)
         self.stats.messages_acked += acked
+        if consumer is not None and consumer.paused and self._in_hand < self.config.ingest.window:
+            consumer.resume()
         self.metrics.acked.inc(acked)
 
     async def _write(self, influx: AsyncInfluxClient, lines: list[str], counts: list[int], batch: Batch) -> None:

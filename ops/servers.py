@@ -232,7 +232,7 @@ SHIPPED_MOSQUITTO_CONF = Path(__file__).resolve().parents[1] / "docker" / "mosqu
 MOSQUITTO_SETTINGS: tuple[tuple[str, str], ...] = (
     ("allow_anonymous", "true"),
     ("persistence", "true"),
-    ("autosave_interval", "1"),
+    ("autosave_interval", "10"),
     ("max_queued_messages", "1000000"),
     ("max_queued_bytes", "1073741824"),
     ("max_inflight_messages", "20000"),

@@ -250,7 +250,8 @@ def test_messages_lost_by_a_crashed_broker_are_repaired_from_the_gateway_log(tmp
             finally:
                 requests.close()
         gateway.process.send_signal(signal.SIGTERM)
-        assert gateway.process.wait(60) == 0
+        # 1: live messages still in flight at the stop, kept in the disk log for the next start.
+        assert gateway.process.wait(60) in (0, 1)
         assert read_stats(stats)["repaired"] >= count(gap)
         assert "repair request: boot" in gateway.log_path.read_text()
         assert_every_logged_reading_stored_once(state, influx.url, db)

@@ -146,3 +146,38 @@ def test_influxdb_credentials_travel_in_a_header_never_in_the_url() -> None:
     with InfluxClient(InfluxSettings(url="http://127.0.0.1:1", token="t0ken")) as client:
         request = client._http.build_request("POST", "/write", params={"db": "birlik"})
     assert request.headers["Authorization"] == "Token t0ken" and "t0ken" not in str(request.url)
+
+
+class _Consumer:
+    """What the service asks of its MQTT consumer, recorded."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.acked: list[int] = []
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+    def ack(self, delivery: Delivery) -> bool:
+        self.acked.append(delivery.mid)
+        return True
+
+
+def test_a_full_window_stops_reading_until_acknowledgements_free_it(tmp_path: Path) -> None:
+    # Mosquitto 2.0 can send past the Receive Maximum while it drains a queue: the service
+    # itself stops reading when it holds a full window.
+    service = IngestService(_config(tmp_path, window="4", batch_size="1000"))
+    consumer = _Consumer()
+    service._consumer = consumer  # type: ignore[assignment]
+    for n in range(1, 4):
+        service.handle(_delivery(n, mid=n))
+    assert not consumer.paused
+    service.handle(_delivery(4, mid=4))
+    assert consumer.paused and service._in_hand == 4
+    service._acknowledge(service._sealed.popleft())
+    service._acknowledge(service._sealed.popleft())
+    assert not consumer.paused and service._in_hand == 0
+    assert consumer.acked == [1, 2, 3, 4]
