@@ -163,8 +163,9 @@ class IngestService:
         batch.counts.extend(len(sample.values) for sample in telemetry.samples)
         batch.deliveries.append(delivery)
         if new:
-            batch.new_readings += telemetry.reading_count
-            s.readings_accepted += telemetry.reading_count
+            readings = telemetry.reading_count
+            batch.new_readings += readings
+            s.readings_accepted += readings
             if telemetry.rejections:
                 s.readings_rejected += len(telemetry.rejections)
                 for r in telemetry.rejections:

@@ -823,15 +823,20 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
-def peak_rss_mb(pid: int) -> float:
-    """The process's peak resident memory (VmHWM), in MB; 0 when it is gone."""
+def proc_memory_mb(pid: int, key: str) -> float:
+    """A memory figure of /proc/<pid>/status (``VmHWM``, ``VmRSS`` ...), in MB; 0 when it is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return 0.0
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), in MB; 0 when it is gone."""
+    return proc_memory_mb(pid, "VmHWM")
 
 
 # --- the systems under test ----------------------------------------------------------------

@@ -209,13 +209,7 @@ def filled_from(windows: Sequence[int], window: int) -> int:
 
 def rss_mb(pid: int) -> float:
     """The process's resident memory now (VmRSS), in MB; 0 when it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return bi.proc_memory_mb(pid, "VmRSS")
 
 
 def process_state(pid: int) -> str:
