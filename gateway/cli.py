@@ -223,7 +223,8 @@ def _store_and_forward_options(p: argparse.ArgumentParser) -> None:
         "--sync",
         choices=["normal", "full"],
         default="normal",
-        help="SQLite synchronous mode: normal survives a crash of the gateway; full also fsyncs every commit, for power loss (default: normal)",
+        help="SQLite synchronous mode: normal survives a crash of the gateway; "
+        "full also fsyncs every commit, for power loss (default: normal)",
     )
 
 
