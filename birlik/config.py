@@ -149,16 +149,56 @@ class AnalyticsConfig:
 
 
 @dataclass
+class GatewayConfig:
+    #: Keep the disk log here (``<dir>/<gateway id>.sqlite``) across restarts; empty: a
+    #: temporary log, removed at stop (nothing survives a crash).
+    state_dir: str = ""
+    #: Disk log size limit, MB; when full the oldest messages are dropped (counted and logged).
+    buffer_max_mb: float = 1024.0
+    #: Keep messages this long, acknowledged or not, so they can be sent again on repair requests.
+    retention: str = "24h"
+    #: Messages per second sent again from the log (backlog after an outage, repair requests).
+    drain_rate: float = 1000.0
+    #: SQLite synchronous mode of the disk log: ``normal`` survives a crash of the gateway,
+    #: ``full`` also fsyncs every commit (power loss, at a cost in speed).
+    sync: str = "normal"
+    #: MQTT protocol version: ``5``, ``3.1.1``, or ``auto`` (5, and 3.1.1 when a broker refuses 5).
+    protocol: str = "auto"
+    #: Every this many seconds the gateway publishes its health (``birlik/_gateway/<id>/health``),
+    #: which the ingest writes to InfluxDB (measurement ``gateway``); 0: off.
+    health_interval_s: float = 10.0
+    #: At stop, how long to go on sending the backlog while the broker is there.
+    stop_timeout_s: float = 30.0
+
+
+@dataclass
+class RepairConfig:
+    #: Seconds between looks at the sequence records.
+    interval_s: float = 10.0
+    #: Ask only for holes below sequence numbers stored this long ago (later ones may be in flight).
+    settle_s: float = 30.0
+    #: Ask a gateway boot again after this long without the hole closing.
+    retry_s: float = 60.0
+    #: Hours of sequence records read at the start.
+    lookback_h: float = 24.0
+    #: Give a hole up after this many requests (the gateway no longer has it, or it is gone).
+    max_attempts: int = 5
+    client_id: str = "birlik-repair"
+
+
+@dataclass
 class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     influx: InfluxConfig = field(default_factory=InfluxConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    repair: RepairConfig = field(default_factory=RepairConfig)
     #: Where each value came from: "section.key" -> "default" | file | env var.
     sources: dict[str, str] = field(default_factory=dict, repr=False)
 
 
-SECTIONS = ("mqtt", "influx", "ingest", "analytics")
+SECTIONS = ("mqtt", "influx", "ingest", "analytics", "gateway", "repair")
 
 
 def _coerce(value: Any, typ: type, where: str) -> Any:
@@ -276,20 +316,32 @@ def _validate(config: Config) -> None:
         "analytics.threshold": config.analytics.threshold,
         "analytics.raise_after": config.analytics.raise_after,
         "analytics.clear_after": config.analytics.clear_after,
+        "gateway.buffer_max_mb": config.gateway.buffer_max_mb,
+        "gateway.drain_rate": config.gateway.drain_rate,
+        "gateway.stop_timeout_s": config.gateway.stop_timeout_s,
+        "repair.interval_s": config.repair.interval_s,
+        "repair.retry_s": config.repair.retry_s,
+        "repair.lookback_h": config.repair.lookback_h,
+        "repair.max_attempts": config.repair.max_attempts,
     }
     for key, value in positive.items():
-        if not value > 0:  # also refuses NaN
-            raise ConfigError(f"{key} must be positive, got {value} (from {config.sources[key]})")
+        if not 0 < value < float("inf"):  # also refuses NaN
+            raise ConfigError(f"{key} must be positive and finite, got {value} (from {config.sources[key]})")
     if config.ingest.window > 65535:
         raise ConfigError(
             f"ingest.window must be at most 65535 (the MQTT Receive Maximum), got {config.ingest.window} "
             f"(from {config.sources['ingest.window']})"
         )
-    for key in ("ingest.health_interval_s", "ingest.broker_max_queued_messages"):
+    for key in (
+        "ingest.health_interval_s",
+        "ingest.broker_max_queued_messages",
+        "gateway.health_interval_s",
+        "repair.settle_s",
+    ):
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
-        if not value >= 0:
-            raise ConfigError(f"{key} must be 0 or more, got {value} (from {config.sources[key]})")
+        if not 0 <= value < float("inf"):
+            raise ConfigError(f"{key} must be 0 or more, and finite, got {value} (from {config.sources[key]})")
     listen = config.ingest.metrics_listen
     if listen:
         port = listen.rpartition(":")[2]
@@ -298,12 +350,37 @@ def _validate(config: Config) -> None:
                 f"ingest.metrics_listen {listen!r} must look like 127.0.0.1:9108 or :9108 "
                 f"(from {config.sources['ingest.metrics_listen']})"
             )
-    for key in ("ingest.client_id", "ingest.share_group"):
-        value = getattr(config.ingest, key.split(".")[1])
-        if any(c in value for c in "/+#") or len(value) > 128 or (key == "ingest.client_id" and not value):
+    _validate_gateway(config)
+    for key in ("ingest.client_id", "ingest.share_group", "repair.client_id"):
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if any(c in value for c in "/+#") or len(value) > 128 or (name == "client_id" and not value):
             raise ConfigError(
                 f"{key} {value!r} must be a non-empty name without '/', '+' or '#' (from {config.sources[key]})"
             )
+
+
+#: ``gateway.protocol`` values.
+MQTT_PROTOCOLS = ("auto", "5", "3.1.1")
+
+
+def _validate_gateway(config: Config) -> None:
+    from birlik.plant import PlantError, parse_duration
+
+    gw = config.gateway
+    try:
+        parse_duration(gw.retention, "gateway.retention")
+    except PlantError as exc:
+        raise ConfigError(f"{exc} (from {config.sources['gateway.retention']})") from None
+    if gw.sync not in ("normal", "full"):
+        raise ConfigError(
+            f"gateway.sync must be 'normal' or 'full', got {gw.sync!r} (from {config.sources['gateway.sync']})"
+        )
+    if gw.protocol not in MQTT_PROTOCOLS:
+        raise ConfigError(
+            f"gateway.protocol must be one of {', '.join(repr(p) for p in MQTT_PROTOCOLS)}, got {gw.protocol!r} "
+            f"(from {config.sources['gateway.protocol']})"
+        )
 
 
 def describe(config: Config) -> str:

@@ -15,6 +15,11 @@
                tags: client_id; fields: messages_received, messages_acked, readings_written,
                readings_rejected, write_retries, seq_gaps, window_in_use, rejected_<reason> ...
                (integers and floats); timestamp: the ingest's clock.
+``gateway``    each gateway's health reports (see :mod:`birlik.health`), as the ingest received
+               them. tags: gateway, boot; fields: buffer_depth, buffer_backlog, buffer_bytes,
+               messages, readings, acked, reconnects, replayed, dropped, repair_requests,
+               repaired (integers), oldest_unsent_s, publish_rate (floats); timestamp: the
+               gateway's clock.
 ``sequence``   which telemetry messages the ingest stored, as runs of sequence numbers, for gap
                repair across every ingest process: one point per run per batch.
                tags: gateway, boot, ingest (the ingest's client id); fields: first, last
@@ -28,5 +33,6 @@ ANOMALY = "anomaly"
 ALERT = "alert"
 INGEST = "ingest"
 SEQUENCE = "sequence"
+GATEWAY = "gateway"
 
 MACHINE_TAGS = ("tenant", "site", "line", "machine", "kind")

@@ -68,14 +68,19 @@ def parse_topic(topic: str) -> tuple[MachinePath, Channel]:
 
 
 #: Gateways' own topics, outside the machine namespace: ``birlik/_gateway/<gateway>/<what>``,
-#: with ``status`` (retained birth and last-will messages) and ``repair`` (requests to publish
-#: sequence ranges again from the gateway's log).
+#: with ``status`` (retained birth and last-will messages), ``health`` (the gateway's own
+#: counters, see :mod:`birlik.health`) and ``repair`` (requests to publish sequence ranges
+#: again from the gateway's log).
 GATEWAY_LEVEL = "_gateway"
 
 
-def gateway_topic(gateway: str, what: Literal["status", "repair"]) -> str:
+def gateway_topic(gateway: str, what: Literal["status", "health", "repair"]) -> str:
     check_name("gateway", gateway)
     return f"{ROOT}/{GATEWAY_LEVEL}/{gateway}/{what}"
+
+
+#: Every gateway's health reports.
+HEALTH_FILTER = f"{ROOT}/{GATEWAY_LEVEL}/+/health"
 
 
 def subscription(channel: Channel = "telemetry", *, tenant: str = "+", share: str | None = None) -> str:

@@ -13,6 +13,7 @@ from birlik.plant import PlantError, parse_duration
 from birlik.process import parse_start
 
 if TYPE_CHECKING:
+    from birlik.config import GatewayConfig
     from birlik.topics import MachinePath
     from gateway.buffer import DiskLog
     from gateway.drivers import Driver
@@ -158,6 +159,11 @@ def run(args: argparse.Namespace) -> int:
     if args.batch < 1:
         log.error("--batch must be at least 1")
         return 2
+    try:
+        _apply_flags(args, config.gateway)
+    except (PlantError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
     driver: Driver
     try:
         if args.driver:
@@ -171,9 +177,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.ground_truth:
         Path(args.ground_truth).write_text(json.dumps(truth, indent=1))
-    publisher = MqttPublisher(config.mqtt, client_id=gateway_id)
+    publisher = MqttPublisher(config.mqtt, client_id=gateway_id, protocol=config.gateway.protocol)
     try:
-        buffer = _disk_log(args, gateway_id)
+        buffer = _disk_log(config.gateway, gateway_id)
     except (ValueError, OSError, sqlite3.Error) as exc:
         log.error("disk log: %s", exc)
         return 2
@@ -188,7 +194,9 @@ def run(args: argparse.Namespace) -> int:
             batch=args.batch,
             stats=StatsFile(args.stats_file, every_s=0.25),
             buffer=buffer,
-            drain_rate=args.drain_rate,
+            drain_rate=config.gateway.drain_rate,
+            stop_timeout_s=config.gateway.stop_timeout_s,
+            health_interval_s=config.gateway.health_interval_s,
         )
     finally:
         publisher.close()
@@ -202,45 +210,59 @@ Setup = tuple["Driver", int, int | None, str, list[dict[str, object]]]
 
 
 def _store_and_forward_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("store and forward: the disk log (docs/gateway.md)")
+    g = p.add_argument_group(
+        "store and forward: the disk log (docs/gateway.md); each flag overrides its [gateway] setting in the config"
+    )
     g.add_argument(
         "--state-dir",
         default=None,
-        help="keep the disk log here (<dir>/<gateway id>.sqlite), across restarts; default: a temporary log, "
-        "removed at stop",
+        help="keep the disk log here (<dir>/<gateway id>.sqlite), across restarts (gateway.state_dir; default: a "
+        "temporary log, removed at stop)",
     )
-    g.add_argument("--buffer-max-mb", type=float, default=1024, help="disk log size limit, MB (default: 1024)")
     g.add_argument(
-        "--retention", default="24h", help="keep messages this long, acknowledged or not, for repairs (default: 24h)"
+        "--buffer-max-mb", type=float, default=None, help="disk log size limit, MB (gateway.buffer_max_mb; 1024)"
+    )
+    g.add_argument(
+        "--retention",
+        default=None,
+        help="keep messages this long, acknowledged or not, for repairs (gateway.retention; 24h)",
     )
     g.add_argument(
         "--drain-rate",
         type=float,
-        default=1000,
-        help="messages/s sent again from the log after an outage or on repair requests (default: 1000)",
+        default=None,
+        help="messages/s sent again from the log after an outage or on repair requests (gateway.drain_rate; 1000)",
     )
     g.add_argument(
         "--sync",
         choices=["normal", "full"],
-        default="normal",
+        default=None,
         help="SQLite synchronous mode: normal survives a crash of the gateway; "
-        "full also fsyncs every commit, for power loss (default: normal)",
+        "full also fsyncs every commit, for power loss (gateway.sync; normal)",
     )
 
 
-def _disk_log(args: argparse.Namespace, gateway_id: str) -> DiskLog | None:
+def _apply_flags(args: argparse.Namespace, config: GatewayConfig) -> None:
+    """The store-and-forward flags given override the configuration's [gateway] section."""
+    for name in ("state_dir", "buffer_max_mb", "retention", "drain_rate", "sync"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(config, name, value)
+    if not 0 < config.buffer_max_mb < float("inf") or not 0 < config.drain_rate < float("inf"):
+        raise ValueError("--buffer-max-mb and --drain-rate must be positive")
+    parse_duration(config.retention, "--retention")
+
+
+def _disk_log(config: GatewayConfig, gateway_id: str) -> DiskLog | None:
     from gateway.buffer import DiskLog
 
-    if args.buffer_max_mb <= 0 or args.drain_rate <= 0:
-        raise ValueError("--buffer-max-mb and --drain-rate must be positive")
-    retention_s = parse_duration(args.retention, "--retention")
-    if not args.state_dir:
+    if not config.state_dir:
         return None
     return DiskLog(
-        Path(args.state_dir) / f"{gateway_id}.sqlite",
-        max_bytes=int(args.buffer_max_mb * 1e6),
-        retention_s=retention_s,
-        sync=args.sync,
+        Path(config.state_dir) / f"{gateway_id}.sqlite",
+        max_bytes=int(config.buffer_max_mb * 1e6),
+        retention_s=parse_duration(config.retention, "gateway.retention"),
+        sync="full" if config.sync == "full" else "normal",
     )
 
 

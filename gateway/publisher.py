@@ -7,6 +7,10 @@ returns ``False`` while disconnected, and the gateway keeps the message in its d
 
 MQTT v5 with the gateway id as the fixed client id and Clean Start: the broker keeps no
 session for a gateway (the disk log is what makes its messages durable, not the broker).
+With ``protocol="auto"`` (the default) a broker that refuses MQTT 5 ("unsupported protocol
+version", as brokers of the 3.1.1 era answer) is spoken to in MQTT 3.1.1 from then on, with a
+clean session; ``"3.1.1"`` uses it from the start. The gateway needs nothing of MQTT 5 that
+3.1.1 lacks: QoS 1, retained messages, a last will and one subscription.
 On every connection the publisher publishes the gateway's retained **birth** message on
 ``gateway_topic(id, "status")``, and subscribes (QoS 1) to ``gateway_topic(id, "repair")``;
 the **last will**, retained too, marks the gateway offline.
@@ -35,6 +39,9 @@ from birlik.topics import gateway_topic
 
 log = logging.getLogger(__name__)
 
+#: MQTT 5 CONNACK reason "Unsupported Protocol Version" (paho maps a 3.1.1 broker's code 1 to it).
+_UNSUPPORTED_PROTOCOL = 0x84
+
 
 class PublishError(RuntimeError):
     """The broker could not be reached in time (only :meth:`MqttPublisher.connect` raises it)."""
@@ -62,8 +69,13 @@ class MqttPublisher:
     are in flight; :meth:`wait_window` waits for room while connected.
     """
 
-    def __init__(self, config: MqttConfig, *, client_id: str, max_pending: int = 10_000) -> None:
+    def __init__(
+        self, config: MqttConfig, *, client_id: str, max_pending: int = 10_000, protocol: str = "auto"
+    ) -> None:
+        if protocol not in ("auto", "5", "3.1.1"):
+            raise ValueError(f"MQTT protocol {protocol!r}: expected auto, 5 or 3.1.1")
         self.config = config
+        self.protocol = protocol
         self.client_id = client_id
         self.max_pending = max_pending
         self.stats = PublishStats()
@@ -78,9 +90,18 @@ class MqttPublisher:
         self._requests: deque[bytes] = deque(maxlen=1000)
         self._birth: bytes | None = None
         self._refused: str | None = None
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, reconnect_on_failure=True
-        )
+        if protocol == "3.1.1":
+            self._client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=client_id,
+                protocol=mqtt.MQTTv311,
+                clean_session=True,
+                reconnect_on_failure=True,
+            )
+        else:
+            self._client = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, reconnect_on_failure=True
+            )
         if config.username:
             self._client.username_pw_set(config.username, config.password or None)
         context = config.ssl_context()  # mqtts://: the broker verified against mqtt.ca_file
@@ -114,7 +135,21 @@ class MqttPublisher:
 
     # --- paho callbacks (paho's thread) -------------------------------------------------
 
+    @property
+    def protocol_in_use(self) -> str:
+        """The MQTT version spoken: ``5`` or ``3.1.1``."""
+        return "5" if self._client.protocol == mqtt.MQTTv5 else "3.1.1"
+
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: Any, props: object) -> None:
+        downgrade = reason.is_failure and reason.value == _UNSUPPORTED_PROTOCOL
+        if downgrade and self.protocol == "auto" and client.protocol == mqtt.MQTTv5:
+            log.warning("broker %s does not speak MQTT 5; using MQTT 3.1.1", self.config.url)
+            # paho has no public way to change a client's protocol; this is what its own
+            # downgrade from 3.1.1 to 3.1 does (Client._handle_connack). The next connection
+            # attempt (paho reconnects by itself) speaks 3.1.1, with a clean session.
+            client._protocol = mqtt.MQTTv311
+            client._clean_session = True
+            return
         if reason.is_failure:
             text = str(reason)
             if text != self._refused:
@@ -192,11 +227,18 @@ class MqttPublisher:
 
     def start(self) -> None:
         """Connect in the background and keep reconnecting, forever; returns at once."""
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = 0
-        self._client.connect_async(
-            self.config.host, self.config.port, keepalive=self.config.keepalive_s, clean_start=True, properties=props
-        )
+        if self._client.protocol == mqtt.MQTTv5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = 0
+            self._client.connect_async(
+                self.config.host,
+                self.config.port,
+                keepalive=self.config.keepalive_s,
+                clean_start=True,
+                properties=props,
+            )
+        else:
+            self._client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s)
         self._client.loop_start()
 
     def connect(self, timeout_s: float = 15.0) -> None:
@@ -262,6 +304,18 @@ class MqttPublisher:
         if replay:
             self.stats.replayed += 1
         return True
+
+    def publish_health(self, payload: bytes) -> bool:
+        """Publish a health report (QoS 1, not retained, not logged); False while disconnected."""
+        if not self._connected.is_set():
+            return False
+        info = self._client.publish(gateway_topic(self.client_id, "health"), payload, qos=1)
+        with self._lock:
+            if info.mid in self._early:  # acknowledged before we got here
+                self._early.discard(info.mid)
+            else:
+                self._status_mids.add(info.mid)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     def take_acks(self) -> list[int]:
         """Keys of the messages acknowledged since the last call."""

@@ -481,7 +481,7 @@ class CsvReplayDriver:
         """Readings dropped from replayed rows of every file, by reason."""
         return sum((r.dropped_readings for r in self.recordings), Counter())
 
-    def counters(self) -> dict[str, object]:
+    def stats(self) -> dict[str, object]:
         """The counters as JSON-ready values, e.g. for a stats file."""
         return {
             "rows_read": self.rows_read,

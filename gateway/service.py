@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from birlik import __version__
+from birlik.health import encode_health
 from birlik.payload import Value, encode_telemetry
 from birlik.plant import Machine
 from birlik.stats import StatsFile
@@ -236,11 +237,14 @@ def run_gateway(
     buffer: DiskLog | None = None,
     drain_rate: float = 1000.0,
     stop_timeout_s: float = 30.0,
+    health_interval_s: float = 10.0,
 ) -> int:
     """Publish until the device clock passes ``end_ms`` or ``wall_seconds`` have elapsed
     (or Ctrl-C / SIGTERM), through the disk log ``buffer`` (a temporary one if not given).
     Starts the publisher if it is not connected yet, and never waits for the broker while
-    polling. At the end, drains the backlog for up to ``stop_timeout_s``. Returns the number
+    polling. Every ``health_interval_s`` (0: never) it publishes its health report
+    (:mod:`birlik.health`) while connected. At the end, drains the backlog for up to
+    ``stop_timeout_s``. Returns the number
     of messages the broker did not acknowledge (left in the log)."""
     import tempfile
 
@@ -259,7 +263,7 @@ def run_gateway(
         publisher.start()
         publisher.wait_connected(3.0)
     log.info(
-        "gateway %s (boot %s): %d machines from the %s driver -> %s (MQTT v5, QoS 1), clock speed %s, "
+        "gateway %s (boot %s): %d machines from the %s driver -> %s (MQTT %s, QoS 1), clock speed %s, "
         "%d sample(s) per message; disk log %s (%d unacknowledged, %.1f MB of %.0f MB, synchronous=%s), "
         "drain %g messages/s",
         gateway_id,
@@ -267,6 +271,7 @@ def run_gateway(
         len(machines),
         driver.name,
         publisher.config.url,
+        {"auto": "5, or 3.1.1 if the broker refuses 5"}.get(publisher.protocol, publisher.protocol),
         "max" if clock.speed == 0 else f"{clock.speed:g}x",
         batch,
         buffer.path if tmp is None else "temporary (no --state-dir: not kept across restarts)",
@@ -277,6 +282,8 @@ def run_gateway(
         drain_rate,
     )
 
+    driver_stats = getattr(driver, "stats", None)  # the drivers' own counters, where they keep any
+
     def snapshot() -> dict[str, object]:
         return {
             **publisher.stats.as_dict(),
@@ -285,8 +292,26 @@ def run_gateway(
             "boot": boot,
             "seq": buffer.seq,
             "last_ts_ms": last_ts,
+            "mqtt_protocol": publisher.protocol_in_use,
+            "driver": {"name": driver.name, **(driver_stats() if callable(driver_stats) else {})},
             "running": True,
         }
+
+    next_health = time.monotonic() + min(health_interval_s, 1.0)
+
+    def report_health() -> None:
+        nonlocal next_health
+        if health_interval_s <= 0 or time.monotonic() < next_health or not publisher.connected:
+            return
+        next_health = time.monotonic() + health_interval_s
+        f = fwd.stats()
+        values = {
+            **publisher.stats.as_dict(),
+            **f,
+            "oldest_unsent_s": f["buffer_oldest_unsent_age_s"],
+            "dropped": f["buffer_dropped"],
+        }
+        publisher.publish_health(encode_health(gateway_id, boot, int(time.time() * 1000), values))
 
     try:
         done = False
@@ -309,6 +334,7 @@ def run_gateway(
                 if samples:
                     items.append(_encode(gateway_id, boot, buffer.next_seq(), machine, samples))
             fwd.live(items)
+            report_health()
             stats.update(snapshot())
             if not done and clock.speed != 0:
                 time.sleep(tick_s)
@@ -319,6 +345,7 @@ def run_gateway(
     try:
         while not fwd.drained and time.monotonic() < deadline and publisher.connected:
             fwd.pump()
+            report_health()
             stats.update(snapshot())
             time.sleep(0.02)
     except KeyboardInterrupt:

@@ -32,7 +32,7 @@ import logging
 import ssl
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,9 +136,10 @@ def connect_packet(
     return _packet(CONNECT << 4, body + payload)
 
 
-def subscribe_packet(mid: int, topic_filter: str) -> bytes:
-    options = 0x01 | (1 << 4)  # QoS 1, Retain Handling 1 (retained only for a new subscription)
-    return _packet(0x82, struct.pack("!H", mid) + b"\x00" + _string(topic_filter) + bytes([options]))
+def subscribe_packet(mid: int, *topic_filters: str) -> bytes:
+    options = bytes([0x01 | (1 << 4)])  # QoS 1, Retain Handling 1 (retained only for a new subscription)
+    body = b"".join(_string(f) + options for f in topic_filters)
+    return _packet(0x82, struct.pack("!H", mid) + b"\x00" + body)
 
 
 def puback_packet(mid: int) -> bytes:
@@ -240,6 +241,7 @@ class MqttConsumer:
         client_id: str,
         topic_filter: str,
         on_message: OnMessage,
+        also: Sequence[str] = (),
         receive_maximum: int,
         session_expiry_s: int,
         connect_timeout_s: float = 10.0,
@@ -247,6 +249,8 @@ class MqttConsumer:
         self.config = config
         self.client_id = client_id
         self.topic_filter = topic_filter
+        #: Further topic filters, subscribed in the same SUBSCRIBE (e.g. gateways' health).
+        self.also = tuple(also)
         self.receive_maximum = receive_maximum
         self.session_expiry_s = session_expiry_s
         self.connect_timeout_s = connect_timeout_s
@@ -332,17 +336,19 @@ class MqttConsumer:
         self.session_present = bool(present)
         self.epoch += 1
         self.connected.set()
-        conn.write(subscribe_packet(1, self.topic_filter))
+        conn.write(subscribe_packet(1, self.topic_filter, *self.also))
 
     def _suback(self, body: bytes | bytearray) -> None:
         props = _read_varint(body, 2, len(body))
         if props is None:
             raise ProtocolError("SUBACK too short")
         codes = body[props[1] + props[0] :]
-        if not codes or codes[0] >= 0x80:
-            code = codes[0] if codes else 0x80
+        filters = (self.topic_filter, *self.also)
+        refused = [(f, c) for f, c in zip(filters, codes, strict=False) if c >= 0x80]
+        if len(codes) < len(filters) or refused:
+            topic_filter, code = refused[0] if refused else (filters[len(codes)], 0x80)
             why = REASONS.get(code, f"reason code 0x{code:02x}")
-            self._problem(f"broker {self.config.url} refused the subscription to {self.topic_filter}: {why}")
+            self._problem(f"broker {self.config.url} refused the subscription to {topic_filter}: {why}")
             if self._conn is not None:
                 self._conn.close(why)
             return

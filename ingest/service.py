@@ -34,17 +34,21 @@ from typing import Any
 
 from birlik import schema
 from birlik.config import Config
+from birlik.health import decode_health
 from birlik.influx import AsyncInfluxClient, InfluxRefused, InfluxRejected, InfluxUnavailable
 from birlik.lineprotocol import encode_point, telemetry_lines
 from birlik.payload import PayloadError, Reason, decode_telemetry
 from birlik.stats import StatsFile
-from birlik.topics import MachinePath, subscription
+from birlik.topics import GATEWAY_LEVEL, HEALTH_FILTER, ROOT, MachinePath, subscription
 from ingest.deadletters import DeadLetters
 from ingest.metrics import Metrics
 from ingest.mqtt import Delivery, MqttConsumer
 from ingest.sequence import SequenceTracker
 
 log = logging.getLogger("ingest")
+
+#: Gateways' own topics (health reports) start so; a machine's never do.
+_GATEWAY_PREFIX = f"{ROOT}/{GATEWAY_LEVEL}/"
 
 #: Dead-letter reason for a message the ingest itself failed on (a bug, never the sender's fault).
 INTERNAL_ERROR = "internal_error"
@@ -60,6 +64,8 @@ class IngestStats:
     #: Messages a gateway sent again from its log (marked ``replay``).
     messages_replayed: int = 0
     readings_accepted: int = 0
+    #: Gateways' health reports received (written to the ``gateway`` measurement).
+    gateway_health_reports: int = 0
     readings_written: int = 0
     readings_rejected: int = 0
     points_written: int = 0
@@ -146,6 +152,9 @@ class IngestService:
         s.messages_received += 1
         self._in_hand += 1
         batch = self._open
+        if delivery.topic.startswith(_GATEWAY_PREFIX):  # never a machine: tenants start with a letter or digit
+            self._gateway_health(delivery)
+            return
         try:
             telemetry = decode_telemetry(
                 delivery.topic, delivery.payload, machines=self.machines, max_bytes=self.config.ingest.max_payload_bytes
@@ -175,6 +184,22 @@ class IngestService:
         if telemetry.rejections and new:
             self.dead_letters.readings_of(delivery.topic, telemetry)
             batch.dead_lettered = True
+        self._maybe_seal()
+
+    def _gateway_health(self, delivery: Delivery) -> None:
+        """A gateway's health report: one ``gateway`` point, acknowledged after the write like telemetry."""
+        try:
+            health = decode_health(delivery.topic, delivery.payload)
+        except PayloadError as exc:
+            self._reject_message(delivery, exc.reason, exc.detail)
+            return
+        self.stats.gateway_health_reports += 1
+        batch = self._open
+        batch.lines.append(
+            encode_point(schema.GATEWAY, {"gateway": health.gateway, "boot": health.boot}, health.fields, health.ts_ms)
+        )
+        batch.counts.append(0)
+        batch.deliveries.append(delivery)
         self._maybe_seal()
 
     def _reject_message(self, delivery: Delivery, reason: str, detail: str, *, queued: bool = False) -> None:
@@ -396,6 +421,7 @@ class IngestService:
             cfg.mqtt,
             client_id=cfg.ingest.client_id,
             topic_filter=topic_filter,
+            also=[f"$share/{cfg.ingest.share_group}/{HEALTH_FILTER}" if cfg.ingest.share_group else HEALTH_FILTER],
             on_message=self.on_delivery,
             receive_maximum=cfg.ingest.window,
             session_expiry_s=cfg.ingest.session_expiry_s,

@@ -220,18 +220,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "boot that no ingest process stored, and publish repair requests to the gateways "
         "(birlik/_gateway/<gateway>/repair), which send those messages again from their disk logs.",
     )
-    p.add_argument("--interval", type=float, default=10.0, help="seconds between looks (default: 10)")
+    p.add_argument("--interval", type=float, default=None, help="seconds between looks (repair.interval_s; 10)")
     p.add_argument(
-        "--settle", type=float, default=30.0, help="ask only for holes below numbers stored this long ago (default: 30)"
+        "--settle",
+        type=float,
+        default=None,
+        help="ask only for holes below numbers stored this long ago, s (repair.settle_s; 30)",
     )
-    p.add_argument("--retry", type=float, default=60.0, help="ask a gateway boot again after this long (default: 60)")
     p.add_argument(
-        "--lookback", type=float, default=24.0, help="hours of sequence records read at the start (default: 24)"
+        "--retry", type=float, default=None, help="ask a gateway boot again after this long, s (repair.retry_s; 60)"
     )
-    p.add_argument("--max-attempts", type=int, default=5, help="give up a hole after this many requests (default: 5)")
+    p.add_argument(
+        "--lookback",
+        type=float,
+        default=None,
+        help="hours of sequence records read at the start (repair.lookback_h; 24)",
+    )
+    p.add_argument(
+        "--max-attempts",
+        type=int,
+        default=None,
+        help="give up a hole after this many requests (repair.max_attempts; 5)",
+    )
     p.add_argument("--gateway", action="append", default=None, help="only this gateway (repeatable; default: all)")
     p.add_argument("--once", action="store_true", help="look once, send the requests, exit")
-    p.add_argument("--client-id", default="birlik-repair", help="MQTT client id (default: birlik-repair)")
+    p.add_argument("--client-id", default=None, help="MQTT client id (repair.client_id; birlik-repair)")
     p.add_argument("--stats-file", default=None, help="keep counters in this JSON file while running")
     p.set_defaults(func=run)
 
@@ -300,11 +313,25 @@ def run(args: argparse.Namespace) -> int:
 
     terminate_gracefully()
     config = load_config(args.config)
+    rc = config.repair  # each flag given overrides its [repair] setting
+    for flag, key in (
+        ("interval", "interval_s"),
+        ("settle", "settle_s"),
+        ("retry", "retry_s"),
+        ("lookback", "lookback_h"),
+        ("max_attempts", "max_attempts"),
+        ("client_id", "client_id"),
+    ):
+        if getattr(args, flag) is not None:
+            setattr(rc, key, getattr(args, flag))
+    if not (rc.interval_s > 0 and rc.settle_s >= 0 and rc.retry_s > 0 and rc.lookback_h > 0 and rc.max_attempts > 0):
+        log.error("--interval, --retry, --lookback and --max-attempts must be positive, --settle 0 or more")
+        return 2
     stats = StatsFile(args.stats_file)
     publisher = RequestPublisher(
         config.mqtt.host,
         config.mqtt.port,
-        args.client_id,
+        rc.client_id,
         config.mqtt.username,
         config.mqtt.password,
         config.mqtt.ssl_context(),
@@ -315,19 +342,19 @@ def run(args: argparse.Namespace) -> int:
         "repair: sequence records in %s/%s every %.0f s, settle %.0f s, retry %.0f s -> %s",
         config.influx.url,
         config.influx.database,
-        args.interval,
-        args.settle,
-        args.retry,
+        rc.interval_s,
+        rc.settle_s,
+        rc.retry_s,
         config.mqtt.url,
     )
     try:
         with InfluxClient(config.influx.settings()) as influx:
             finder = GapFinder(
                 influx,
-                settle_s=args.settle,
-                lookback_s=args.lookback * 3600,
-                retry_s=args.retry,
-                max_attempts=args.max_attempts,
+                settle_s=rc.settle_s,
+                lookback_s=rc.lookback_h * 3600,
+                retry_s=rc.retry_s,
+                max_attempts=rc.max_attempts,
                 gateways=args.gateway,
             )
             while True:
@@ -339,7 +366,7 @@ def run(args: argparse.Namespace) -> int:
                 if args.once:
                     time.sleep(1)  # let the requests go out
                     break
-                time.sleep(args.interval)
+                time.sleep(rc.interval_s)
     except KeyboardInterrupt:
         pass
     finally:

@@ -23,7 +23,7 @@ import pytest
 from birlik.influx import InfluxClient, InfluxSettings
 from birlik.stats import read_stats
 from gateway.buffer import read_log
-from ops.repair import GapFinder, RequestPublisher, count, holes, repair_once
+from ops.repair import GapFinder, count, holes
 from ops.servers import Child, Mosquitto, Supervisor, find_executable, free_port, mosquitto_config
 from ops.stack import birlik_command
 from tests.ingest_procs import count_readings, ingest_env, ingest_process, wait_until
@@ -39,7 +39,14 @@ def _db() -> str:
 
 
 def start_gateway(
-    sup: Supervisor, name: str, broker_url: str, state: Path, *extra: str, seconds: float = 120
+    sup: Supervisor,
+    name: str,
+    broker_url: str,
+    state: Path,
+    *extra: str,
+    seconds: float = 120,
+    health_interval_s: float = 10,
+    protocol: str = "auto",
 ) -> tuple[Child, Path]:
     stats = state / f"{name}.stats.json"
     child = sup.start(
@@ -61,7 +68,13 @@ def start_gateway(
             str(seconds),
             *extra,
         ],
-        env={"BIRLIK_MQTT_URL": broker_url, "BIRLIK_CONFIG": "", "PYTHONUNBUFFERED": "1"},
+        env={
+            "BIRLIK_MQTT_URL": broker_url,
+            "BIRLIK_CONFIG": "",
+            "BIRLIK_GATEWAY_HEALTH_INTERVAL_S": str(health_interval_s),
+            "BIRLIK_GATEWAY_PROTOCOL": protocol,
+            "PYTHONUNBUFFERED": "1",
+        },
     )
     return child, stats
 
@@ -109,7 +122,12 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
 
-def test_broker_stopped_for_20_s_mid_stream_every_reading_lands_exactly_once(tmp_path: Path) -> None:
+def stored_health(url: str, db: str) -> list[dict[str, Any]]:
+    with InfluxClient(InfluxSettings(url=url, database=db)) as influx:
+        return [row for series in influx.query('SELECT * FROM "gateway"') for row in series.records()]
+
+
+def test_broker_stopped_for_60_s_mid_stream_every_reading_lands_exactly_once(tmp_path: Path) -> None:
     db = _db()
     state = tmp_path / "gw"
     with Supervisor(tmp_path / "s") as sup:
@@ -117,19 +135,21 @@ def test_broker_stopped_for_20_s_mid_stream_every_reading_lands_exactly_once(tmp
         broker = sup.start_mosquitto(port=port)
         influx = sup.start_influxdb()
         ingest_process(sup, ingest_env(broker.url, influx.url, db, tmp_path, "ingest"), tmp_path, "ingest").start()
-        gateway, stats = start_gateway(sup, "gateway", broker.url, state, "--drain-rate", "500", seconds=40)
+        gateway, stats = start_gateway(
+            sup, "gateway", broker.url, state, "--drain-rate", "1000", seconds=80, health_interval_s=1
+        )
         wait_until(lambda: read_stats(stats).get("acked", 0) > 200, what="the gateway publishing")
         time.sleep(3)
         sup.stop(broker.child)
         time.sleep(1)
         seq_before = read_stats(stats)["seq"]
-        time.sleep(19)
+        time.sleep(59)
         during = read_stats(stats)
         # The poll loop did not wait for the broker: the drivers kept sampling, into the disk log.
-        assert during["seq"] - seq_before > 2000 and during["buffer_depth"] > 2000
-        assert not during["connected"] and during["buffer_oldest_unsent_age_s"] > 15
+        assert during["seq"] - seq_before > 6000 and during["buffer_depth"] > 6000
+        assert not during["connected"] and during["buffer_oldest_unsent_age_s"] > 55
         sup.start_mosquitto(port=port)
-        assert gateway.process.wait(90) == 0
+        assert gateway.process.wait(120) == 0
         final = read_stats(stats)
         assert final["reconnects"] == 1 and final["buffer_depth"] == 0 and final["unacked"] == 0
         assert final["replayed"] >= during["buffer_depth"]
@@ -137,6 +157,15 @@ def test_broker_stopped_for_20_s_mid_stream_every_reading_lands_exactly_once(tmp
         assert text.count("broker unreachable, buffering to disk") == 1
         assert text.count("connected again, draining") == 1
         assert_every_logged_reading_stored_once(state, influx.url, db)
+
+        # Its health, as telemetry: the backlog and its age seen after the reconnect, then drained.
+        health = stored_health(influx.url, db)
+        assert {h["gateway"] for h in health} == {GW} and {h["boot"] for h in health} == {final["boot"]}
+        after = [h for h in health if h["reconnects"] == 1]
+        assert after and max(h["buffer_backlog"] for h in after) > 3000
+        assert max(h["oldest_unsent_s"] for h in after) > 55
+        assert after[-1]["buffer_depth"] < 1000 and after[-1]["replayed"] > 3000
+        assert all(h["reconnects"] == 0 for h in health[: health.index(after[0])])
 
 
 def test_gateway_sigkilled_while_buffering_and_restarted_loses_nothing(tmp_path: Path) -> None:
@@ -206,52 +235,89 @@ def start_volatile_mosquitto(sup: Supervisor, port: int, tmp: Path) -> Mosquitto
     return Mosquitto(child, "127.0.0.1", port)
 
 
-def test_messages_lost_by_a_crashed_broker_are_repaired_from_the_gateway_log(tmp_path: Path) -> None:
+def test_messages_lost_by_a_crashed_broker_are_repaired_by_birlik_repair_across_two_ingests(tmp_path: Path) -> None:
+    """Two ingest processes share the stream ($share), so each sees only part of every sequence;
+    ``birlik repair`` (a process of its own) finds the holes from what both stored."""
     db = _db()
     state = tmp_path / "gw"
     with Supervisor(tmp_path / "s") as sup:
         port = free_port()
         broker = start_volatile_mosquitto(sup, port, tmp_path)
         influx = sup.start_influxdb()
-        ingest = ingest_process(sup, ingest_env(broker.url, influx.url, db, tmp_path, "ingest"), tmp_path, "ingest")
-        ingest.start()
+        ingests = [
+            ingest_process(
+                sup, ingest_env(broker.url, influx.url, db, tmp_path, name, share_group="store"), tmp_path, name
+            )
+            for name in ("ingest-a", "ingest-b")
+        ]
+        for ingest in ingests:
+            ingest.start()
         gateway, stats = start_gateway(sup, "gateway", broker.url, state, seconds=300)
         wait_until(lambda: read_stats(stats).get("acked", 0) > 300, what="the gateway publishing")
-        # The ingest away: the broker acknowledges the gateway's messages and queues them for the
-        # ingest's session, in memory only; then it crashes, and they are gone.
-        assert ingest.terminate()[0] == 0
+        wait_until(lambda: all(i.stats.get("messages_acked", 0) > 50 for i in ingests), what="both ingests storing")
+        # The ingests away: the broker acknowledges the gateway's messages and keeps them for the
+        # ingests' sessions, in memory only; then it crashes, and they are gone.
+        for ingest in ingests:
+            assert ingest.terminate()[0] == 0
         lost_from = read_stats(stats)["seq"]
         time.sleep(4)
         broker.child.process.send_signal(signal.SIGKILL)
         broker.child.process.wait(10)
         sup.children.remove(broker.child)
         broker = start_volatile_mosquitto(sup, port, tmp_path)
-        ingest.start()
+        for ingest in ingests:
+            ingest.start()
 
         with InfluxClient(InfluxSettings(url=influx.url, database=db)) as client:
-            finder = GapFinder(client, settle_s=2, retry_s=5)
+            observer = GapFinder(client, settle_s=2, retry_s=5)  # reads only: to see the holes exist
 
             def holes_seen() -> bool:
-                finder.read()
-                return bool(finder.stats()["open"] > 300)
+                observer.read()
+                return bool(observer.stats()["open"] > 300)
 
             wait_until(holes_seen, timeout_s=30, what="holes seen")
             boot = read_stats(stats)["boot"]
-            gap = holes(finder.boots[(GW, boot)].covered, finder.boots[(GW, boot)].settled_max)
+            gap = holes(observer.boots[(GW, boot)].covered, observer.boots[(GW, boot)].settled_max)
             assert count(gap) > 300 and gap[0][0] > lost_from - 1000, gap
-            requests = RequestPublisher(broker.host, broker.port, f"repair-{db}")
-            assert requests.wait_connected(10)
-            try:
-                deadline = time.monotonic() + 60
-                while not (finder.stats()["open"] == 0 and finder.closed >= count(gap)):
-                    assert time.monotonic() < deadline, f"holes still open: {finder.stats()}"
-                    repair_once(finder, requests)
-                    time.sleep(1)
-            finally:
-                requests.close()
+            ingest_records = {
+                row["ingest"] for series in client.query('SELECT * FROM "sequence"') for row in series.records()
+            }
+            assert ingest_records == {f"ingest-a-{db}", f"ingest-b-{db}"}  # each stored part of the sequence
+
+        repair_stats = tmp_path / "repair.stats.json"
+        repair = sup.start(
+            "repair",
+            [
+                *birlik_command(),
+                "repair",
+                "--interval",
+                "1",
+                "--settle",
+                "2",
+                "--stats-file",
+                str(repair_stats),
+            ],
+            env={
+                "BIRLIK_MQTT_URL": broker.url,
+                "BIRLIK_INFLUX_URL": influx.url,
+                "BIRLIK_INFLUX_DATABASE": db,
+                "BIRLIK_REPAIR_RETRY_S": "5",
+                "BIRLIK_REPAIR_CLIENT_ID": f"repair-{db}",
+                "BIRLIK_CONFIG": "",
+            },
+        )
+
+        def repaired() -> bool:
+            s = read_stats(repair_stats)
+            return bool(s.get("closed", 0) >= count(gap) and s.get("open", 1) == 0)
+
+        wait_until(repaired, timeout_s=90, what="the holes closed by birlik repair")
         gateway.process.send_signal(signal.SIGTERM)
         # 1: live messages still in flight at the stop, kept in the disk log for the next start.
         assert gateway.process.wait(60) in (0, 1)
         assert read_stats(stats)["repaired"] >= count(gap)
         assert "repair request: boot" in gateway.log_path.read_text()
+        # Stored by both ingests: the repaired messages went to whichever the broker chose.
         assert_every_logged_reading_stored_once(state, influx.url, db)
+        assert sup.stop(repair) == 0
+        assert "closed" in repair.log_path.read_text()

@@ -114,9 +114,7 @@ def test_broker_sigkilled_and_restarted_keeps_the_session_and_what_it_had_queued
         # Wait for the broker's next save (shipped autosave_interval: 10 s).
         published = time.time()
         database = sup.state_dir / "mosquitto" / "mosquitto.db"
-        wait_until(
-            lambda: database.exists() and database.stat().st_mtime > published + 1.0, 30, "a save of the broker"
-        )
+        wait_until(lambda: database.exists() and database.stat().st_mtime > published + 1.0, 30, "a save of the broker")
         broker.child.process.send_signal(signal.SIGKILL)
         broker.child.process.wait(10)
         sup.children.remove(broker.child)

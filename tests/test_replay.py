@@ -672,13 +672,13 @@ def test_the_counters_of_several_files(tmp_path: Path) -> None:
     driver = CsvReplayDriver(
         {MACHINE: a, MachinePath("replay", "lab", "testbed", "b"): b}, mapping=BAD, kind="pump", now_ms=NOW_MS
     )
-    assert driver.counters() == {
+    assert driver.stats() == {
         "rows_read": 5,
         "rows_replayed": 3,
         "rows_rejected": {"bad_timestamp": 1, "duplicate_timestamp": 1},
         "readings_dropped": {"not_a_number": 1},
     }
-    json.dumps(driver.counters())
+    json.dumps(driver.stats())
 
 
 def test_birlik_gateway_exits_2_for_a_file_whose_header_lacks_the_mapped_columns(tmp_path: Path) -> None:

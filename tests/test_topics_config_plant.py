@@ -111,11 +111,23 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
         ("[ingest]\nbatch_size = 'many'\n", {}, r"birlik\.toml \[ingest\] batch_size must be int"),
         ("[ingest]\nbatch_size = true\n", {}, r"birlik\.toml \[ingest\] batch_size must be int"),
         ("[mqtt]\nurl = 1883\n", {}, r"\[mqtt\] url must be str"),
-        ("[ingest]\nbatch_size = 0\n", {}, r"ingest\.batch_size must be positive, got 0 \(from .*birlik\.toml\)"),
+        (
+            "[ingest]\nbatch_size = 0\n",
+            {},
+            r"ingest\.batch_size must be positive and finite, got 0 \(from .*birlik\.toml\)",
+        ),
         ("", {"BIRLIK_ANALYTICS_RAISE_AFTER": "-1"}, r"raise_after must be positive.*BIRLIK_ANALYTICS_RAISE_AFTER"),
         ("", {"BIRLIK_INGEST_FLUSH_INTERVAL_S": "soon"}, "environment variable BIRLIK_INGEST_FLUSH_INTERVAL_S"),
         ("", {"BIRLIK_MQTT_COLOUR": "red"}, "environment variable BIRLIK_MQTT_COLOUR: unknown setting"),
         ("[mqtt\n", {}, "not valid TOML"),
+        ("[gateway]\nretention = 'forever'\n", {}, r"gateway\.retention: 'forever' is not a duration.*birlik\.toml"),
+        ("[gateway]\nsync = 'sometimes'\n", {}, r"gateway\.sync must be 'normal' or 'full'"),
+        ("[gateway]\nprotocol = '4'\n", {}, r"gateway\.protocol must be one of 'auto', '5', '3\.1\.1'"),
+        ("", {"BIRLIK_GATEWAY_BUFFER_MAX_MB": "inf"}, r"gateway\.buffer_max_mb must be positive and finite"),
+        ("", {"BIRLIK_GATEWAY_DRAIN_RATE": "nan"}, r"gateway\.drain_rate must be positive"),
+        ("[repair]\nmax_attempts = 0\n", {}, r"repair\.max_attempts must be positive"),
+        ("[repair]\nsettle_s = -1\n", {}, r"repair\.settle_s must be 0 or more"),
+        ("[repair]\nclient_id = 'a/b'\n", {}, r"repair\.client_id 'a/b' must be a non-empty name"),
     ],
 )
 def test_config_errors_name_their_source(tmp_path: Path, toml: str, env: dict[str, str], expected: str) -> None:
@@ -123,6 +135,16 @@ def test_config_errors_name_their_source(tmp_path: Path, toml: str, env: dict[st
 
     with pytest.raises(ConfigError, match=expected):
         load_config(path, env=env)
+
+
+def test_gateway_and_repair_sections_are_read(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[gateway]\nstate_dir = "/data/gw"\nretention = "2d"\n[repair]\ninterval_s = 5\n')
+
+    config = load_config(path, env={"BIRLIK_GATEWAY_PROTOCOL": "3.1.1"})
+
+    assert (config.gateway.state_dir, config.gateway.retention, config.gateway.protocol) == ("/data/gw", "2d", "3.1.1")
+    assert config.repair.interval_s == 5.0
+    assert config.sources["gateway.protocol"] == "BIRLIK_GATEWAY_PROTOCOL"
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
