@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ops import bench_gateway, bench_ingest, bench_outage
+from ops import bench_analytics, bench_gateway, bench_ingest, bench_outage
 
 if TYPE_CHECKING:
     from birlik.plant import Plant
@@ -54,6 +54,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     bench_ingest.add_arguments(p)
     bench_outage.add_arguments(p)
     bench_gateway.add_arguments(p)
+    bench_analytics.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -340,3 +341,4 @@ def _fleet_of(count: int, plant: Plant) -> Plant:
 benchmark("ingest", bench_ingest.SUMMARY)(bench_ingest.run)  # ops/bench_ingest.py
 benchmark("outage", bench_outage.SUMMARY)(bench_outage.run)  # ops/bench_outage.py
 benchmark("gateway", bench_gateway.SUMMARY)(bench_gateway.run)  # ops/bench_gateway.py
+benchmark("analytics", bench_analytics.SUMMARY)(bench_analytics.run)  # ops/bench_analytics.py

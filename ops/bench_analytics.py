@@ -1,0 +1,141 @@
+"""``./scripts/bench analytics``: the detectors on real data (SKAB) and their scoring speed.
+
+1. **SKAB** (Skoltech Anomaly Benchmark, real water-pump test-bed recordings with labelled
+   faults), scored by its own yardstick ``shared/eval/skab_eval.py`` with ``--causal``: the
+   harness fits a fresh detector per file on its first 400 rows and checks that no label
+   changes when later rows are withheld (a streaming detector decides from the past only).
+   Both the multivariate factory and the single-signal detector (one per column) are run.
+2. **Scoring speed**: one process on one core scores a stream of rows, 10 signals each, from
+   many machines row by row, as the worker does live, and encodes each score as an
+   ``anomaly`` point of line protocol; readings scored per second is the figure. It is the
+   detector's and the encoding's cost, not the worker's reading from InfluxDB.
+3. **State per machine**: the bytes of one fitted detector's persisted state (JSON).
+
+The harness needs pandas (installed with the ``dev`` extra). Where the harness or the data
+is not beside the repository (``../shared``), give ``--skab-eval`` / ``--skab-data``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("bench")
+
+SUMMARY = "detectors on real data (SKAB, causal) and their scoring speed and state size"
+
+FACTORY = "analytics.detectors.multivariate:skab_factory"
+UNIVARIATE_FACTORY = "analytics.detectors.multivariate:univariate_factory"
+UNIVARIATE_BANK = "analytics.detectors.multivariate:univariate_bank_factory"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("analytics")
+    g.add_argument(
+        "--skab-eval",
+        type=Path,
+        default=None,
+        help="analytics: the SKAB harness skab_eval.py (default: $SKAB_EVAL, else ../shared/eval/skab_eval.py)",
+    )
+    g.add_argument(
+        "--skab-data",
+        type=Path,
+        default=None,
+        help="analytics: SKAB root holding data/ (default: $SKAB_DATA, else the harness's own default)",
+    )
+    g.add_argument(
+        "--scoring-rows",
+        type=int,
+        default=200_000,
+        help="analytics: rows scored for the speed figure (default: 200000)",
+    )
+
+
+def harness_path(given: Path | None) -> Path:
+    path = given or (Path(os.environ["SKAB_EVAL"]) if os.environ.get("SKAB_EVAL") else None)
+    path = path or REPO.parent / "shared" / "eval" / "skab_eval.py"
+    if not path.is_file():
+        raise SystemExit(f"bench analytics: the SKAB harness is not at {path}; give --skab-eval PATH")
+    return path
+
+
+def evaluate(harness: Path, detector: str, data: Path | None) -> dict[str, Any]:
+    """Run the harness (``--causal``) on ``detector``; its pooled result."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, str(harness), "--detector", detector, "--causal", "--json", str(out)]
+        if data is not None:
+            cmd += ["--data", str(data)]
+        log.info("SKAB: %s", " ".join(cmd[1:]))
+        done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800)
+        if done.returncode != 0:
+            raise SystemExit(f"bench analytics: the SKAB harness failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+        log.info("%s", done.stdout.strip().splitlines()[-1])
+        result: dict[str, Any] = json.loads(out.read_text())
+        return result
+
+
+def scoring_rate(rows: int, machines: int = 500, signals: int = 10) -> float:
+    """Readings/s scored row by row and encoded as anomaly points, in this process."""
+    from analytics.detectors.multivariate import MovingAverageDetector
+    from birlik.lineprotocol import encode_point
+
+    rng = np.random.default_rng(7)
+    detectors = []
+    for _ in range(machines):
+        d = MovingAverageDetector(n_train=400)
+        d.fit(rng.normal(size=(400, signals)))
+        detectors.append(d)
+    stream = rng.normal(size=(rows, signals)).tolist()
+    tags = [{"machine": f"m-{i}", "detector": "moving_average"} for i in range(machines)]
+    threshold = detectors[0].threshold
+    t0 = time.process_time()
+    for n, row in enumerate(stream):
+        m = n % machines
+        score = detectors[m].update_one(row)
+        encode_point("anomaly", tags[m], {"score": score, "anomalous": score > threshold}, n)
+    return rows * signals / (time.process_time() - t0)
+
+
+def state_bytes() -> int:
+    from analytics.detectors.multivariate import MovingAverageDetector
+
+    d = MovingAverageDetector(n_train=400)
+    d.fit(np.random.default_rng(3).normal(size=(400, 10)))
+    for row in np.random.default_rng(4).normal(size=(50, 10)):
+        d.update_one(row)
+    return len(json.dumps(d.state()).encode())
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    harness = harness_path(args.skab_eval)
+    started = time.monotonic()
+    multi = evaluate(harness, FACTORY, args.skab_data)
+    uni = evaluate(harness, UNIVARIATE_BANK, args.skab_data)
+    log.info("scoring %d rows of 10 signals, 500 machines, one core", args.scoring_rows)
+    rate = scoring_rate(args.scoring_rows)
+    result: dict[str, object] = {
+        "factory": FACTORY,
+        "univariate_factory": UNIVARIATE_FACTORY,
+        "skab_f1": multi["F1"],
+        "skab_far": multi["FAR"],
+        "skab_mar": multi["MAR"],
+        "univariate_skab_f1": uni["F1"],
+        "univariate_skab_far": uni["FAR"],
+        "univariate_skab_mar": uni["MAR"],
+        "scoring_rps_per_core": round(rate),
+        "state_bytes_per_machine": state_bytes(),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    return result
