@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from analytics.alarmservice import AlarmService
 from analytics.alerts import AlertChannel, AlertTracker
 from analytics.detectors import Detector
 from analytics.features import features
@@ -71,6 +72,7 @@ class AnalyticsWorker:
         channels: Sequence[AlertChannel] = (),
         since_ms: int,
         max_rows: int = 5000,
+        alarms: AlarmService | None = None,
     ) -> None:
         self.influx = influx
         self.config = config
@@ -78,6 +80,8 @@ class AnalyticsWorker:
         self.channels = list(channels)
         self.since_ms = since_ms
         self.max_rows = max_rows
+        #: The alarm lifecycle (ISA-18.2), stored and notified; None: alerts only.
+        self.alarms = alarms
         self.stats = AnalyticsStats()
         self.tracker = AlertTracker(
             raise_after=config.raise_after,
@@ -99,8 +103,12 @@ class AnalyticsWorker:
                 except (KeyError, TopicError):
                     continue
                 if path not in self._machines:
+                    start = self.since_ms - 1
+                    done = self.alarms.cursor(path) if self.alarms is not None else None
+                    if done is not None and done > start:  # scored before a restart: go on from there
+                        start = done
                     self._machines[path] = _Machine(
-                        path, tags.get("kind", ""), self.detector_factory(self.config.warmup_samples), self.since_ms - 1
+                        path, tags.get("kind", ""), self.detector_factory(self.config.warmup_samples), start
                     )
         self.stats.machines = len(self._machines)
 
@@ -133,11 +141,16 @@ class AnalyticsWorker:
                     ts = int(values.pop("time"))
                     read += 1
                     machine.last_ts = max(machine.last_ts, ts)
-                    self._score(machine, ts, values, lines, alerts)
+                    scored = self._score(machine, ts, values, lines, alerts)
+                    if self.alarms is not None:
+                        self.alarms.sample(machine.path, machine.kind, ts, values, scored=scored)
             if machine.last_ts >= self.since_ms:
                 self.stats.last_ts_by_machine[str(machine.path)] = machine.last_ts
         if lines:
             self.influx.write(lines)
+        if self.alarms is not None:
+            self.alarms.tick()
+            self.alarms.save_cursors({m.path: m.last_ts for m in machines})
         for alert in alerts:
             self._emit(alert)
         self.stats.polls += 1
@@ -145,13 +158,17 @@ class AnalyticsWorker:
         self._stats_file.update({**self.stats.as_dict(), "running": True})
         return read
 
-    def _score(self, m: _Machine, ts: int, values: dict[str, Any], lines: list[str], alerts: list[Alert]) -> None:
+    def _score(
+        self, m: _Machine, ts: int, values: dict[str, Any], lines: list[str], alerts: list[Alert]
+    ) -> tuple[float, float, str, float | None] | None:
+        """Score one sample (if running and settled): score, threshold, the signal behind it and
+        that signal's normal level in its own unit; None when the sample is not scored."""
         if values.get("state", "running") != "running":
             m.settled_from = None
-            return
+            return None
         x = features(values)
         if x is None:
-            return
+            return None
         if m.settled_from is None:  # just started again: temperatures are still rising
             m.settled_from = ts + int(self.config.settle_s * 1000)
         detector = m.detector
@@ -161,7 +178,7 @@ class AnalyticsWorker:
             # running is taken as settled.
             if ts >= m.settled_from:
                 detector.learn_one(x)
-            return
+            return None
         score = detector.score_one(x)
         signal = detector.explain_one(x)
         anomalous = score > self.config.threshold
@@ -198,6 +215,12 @@ class AnalyticsWorker:
                     ts,
                 )
             )
+        normal = getattr(detector, "normal", None)
+        level = normal(signal) if callable(normal) and signal else None
+        ambient = values.get("ambient_temp")
+        if level is not None and signal.endswith("_temp") and isinstance(ambient, int | float):
+            level += float(ambient)  # the features are rises over the ambient temperature
+        return score, self.config.threshold, signal, level
 
     def _emit(self, alert: Alert) -> None:
         key = str(alert.path)

@@ -149,6 +149,44 @@ class AnalyticsConfig:
 
 
 @dataclass
+class AlarmsConfig:
+    #: The alarm store (SQLite): open alarms, every transition, the outbox of notifications.
+    store: str = "alarms.sqlite"
+    #: Abnormal verdicts among the last ``window`` that raise an alarm (hysteresis).
+    raise_after: int = 5
+    window: int = 10
+    #: Normal verdicts in a row that return an active alarm to normal.
+    clear_after: int = 20
+    #: An alarm that returns and comes back within this many seconds is the same alarm.
+    cooldown_s: float = 600.0
+    #: An active alarm nobody acknowledged for this many seconds escalates (notified again).
+    escalate_after_s: float = 1800.0
+    #: A machine silent this many seconds (no new readings) raises a ``stale`` alarm.
+    stale_after_s: float = 300.0
+    #: The maintenance team the alarms go to (in every notification).
+    team: str = "maintenance"
+    #: Grafana's address, for the dashboard link in every notification; empty: no link.
+    grafana_url: str = "http://localhost:3000"
+    #: Webhook: POST every transition as JSON here; empty: off.
+    webhook_url: str = ""
+    #: E-mail (SMTP): server, ``starttls`` | ``tls`` | ``none``, account, sender, recipients
+    #: (comma-separated); empty host: off.
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_security: str = "starttls"
+    smtp_username: str = ""
+    smtp_password: str = ""
+    email_from: str = "birlik@localhost"
+    email_to: str = ""
+    #: Hours of the contributing signals drawn in the e-mail's chart.
+    chart_hours: float = 6.0
+    #: Telegram Bot API: token and chat; empty token: off. The base URL for a local API server.
+    telegram_token: str = ""
+    telegram_chat_id: str = ""
+    telegram_base_url: str = "https://api.telegram.org"
+
+
+@dataclass
 class GatewayConfig:
     #: Keep the disk log here (``<dir>/<gateway id>.sqlite``) across restarts; empty: a
     #: temporary log, removed at stop (nothing survives a crash).
@@ -192,13 +230,14 @@ class Config:
     influx: InfluxConfig = field(default_factory=InfluxConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
+    alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     repair: RepairConfig = field(default_factory=RepairConfig)
     #: Where each value came from: "section.key" -> "default" | file | env var.
     sources: dict[str, str] = field(default_factory=dict, repr=False)
 
 
-SECTIONS = ("mqtt", "influx", "ingest", "analytics", "gateway", "repair")
+SECTIONS = ("mqtt", "influx", "ingest", "analytics", "alarms", "gateway", "repair")
 
 
 def _coerce(value: Any, typ: type, where: str) -> Any:
@@ -316,6 +355,14 @@ def _validate(config: Config) -> None:
         "analytics.threshold": config.analytics.threshold,
         "analytics.raise_after": config.analytics.raise_after,
         "analytics.clear_after": config.analytics.clear_after,
+        "alarms.raise_after": config.alarms.raise_after,
+        "alarms.window": config.alarms.window,
+        "alarms.clear_after": config.alarms.clear_after,
+        "alarms.cooldown_s": config.alarms.cooldown_s,
+        "alarms.escalate_after_s": config.alarms.escalate_after_s,
+        "alarms.stale_after_s": config.alarms.stale_after_s,
+        "alarms.smtp_port": config.alarms.smtp_port,
+        "alarms.chart_hours": config.alarms.chart_hours,
         "gateway.buffer_max_mb": config.gateway.buffer_max_mb,
         "gateway.drain_rate": config.gateway.drain_rate,
         "gateway.stop_timeout_s": config.gateway.stop_timeout_s,
@@ -351,12 +398,39 @@ def _validate(config: Config) -> None:
                 f"(from {config.sources['ingest.metrics_listen']})"
             )
     _validate_gateway(config)
+    _validate_alarms(config)
     for key in ("ingest.client_id", "ingest.share_group", "repair.client_id"):
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
         if any(c in value for c in "/+#") or len(value) > 128 or (name == "client_id" and not value):
             raise ConfigError(
                 f"{key} {value!r} must be a non-empty name without '/', '+' or '#' (from {config.sources[key]})"
+            )
+
+
+def _validate_alarms(config: Config) -> None:
+    a = config.alarms
+    if a.raise_after > a.window:
+        raise ConfigError(
+            f"alarms.raise_after ({a.raise_after}) must be at most alarms.window ({a.window}) "
+            f"(from {config.sources['alarms.raise_after']})"
+        )
+    if a.smtp_security not in ("starttls", "tls", "none"):
+        raise ConfigError(
+            f"alarms.smtp_security must be starttls, tls or none, got {a.smtp_security!r} "
+            f"(from {config.sources['alarms.smtp_security']})"
+        )
+    if a.smtp_host and not a.email_to.strip():
+        raise ConfigError(
+            f"alarms.smtp_host is set but alarms.email_to is empty (from {config.sources['alarms.smtp_host']})"
+        )
+    if a.telegram_token and not a.telegram_chat_id:
+        raise ConfigError("alarms.telegram_token is set but alarms.telegram_chat_id is empty")
+    for key in ("webhook_url", "grafana_url", "telegram_base_url"):
+        url = getattr(a, key)
+        if url and urlsplit(url).scheme not in ("http", "https"):
+            raise ConfigError(
+                f"alarms.{key} {url!r} must be an http:// or https:// URL (from {config.sources['alarms.' + key]})"
             )
 
 
@@ -390,6 +464,7 @@ def describe(config: Config) -> str:
         lines.append(f"[{section}]")
         for f in dataclasses.fields(getattr(config, section)):
             value = getattr(getattr(config, section), f.name)
-            shown = "***" if f.name in ("password", "token") and value else repr(value)
+            secret = f.name in ("password", "token", "smtp_password", "telegram_token")
+            shown = "***" if secret and value else repr(value)
             lines.append(f"{f.name} = {shown}    # {config.sources[f'{section}.{f.name}']}")
     return "\n".join(lines)

@@ -11,6 +11,9 @@
 ``alert``      one point per alert transition, written by analytics.
                tags: tenant, site, line, machine, severity, state (raised|cleared);
                fields: id, detector, signal, message (strings), score (float).
+``alarm``      one point per alarm transition (see :mod:`birlik.alarm`), written by analytics.
+               tags: tenant, site, line, machine, kind, priority, state, transition;
+               fields: id, key, title, text, user, comment (strings), seq (integer).
 ``ingest``     the ingest's own counters, every ``ingest.health_interval_s`` (platform health).
                tags: client_id; fields: messages_received, messages_acked, readings_written,
                readings_rejected, write_retries, seq_gaps, window_in_use, rejected_<reason> ...
@@ -34,5 +37,6 @@ ALERT = "alert"
 INGEST = "ingest"
 SEQUENCE = "sequence"
 GATEWAY = "gateway"
+ALARM = "alarm"
 
 MACHINE_TAGS = ("tenant", "site", "line", "machine", "kind")

@@ -35,6 +35,7 @@ def common_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import analytics.alarmcli
     import analytics.cli
     import gateway.cli
     import grafana.cli
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.cli.register(sub, common)
     ingest.cli.register(sub, common)
     analytics.cli.register(sub, common)
+    analytics.alarmcli.register(sub, common)
     simulators.cli.register(sub, common)
     grafana.cli.register(sub, common)
     ops.repair.register(sub, common)

@@ -290,7 +290,6 @@ class MovingAverageDetector:
         self.last_explain = arg
         return best
 
-
     # ------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:
         """Everything needed to go on scoring after a restart, as JSON-ready values: the
@@ -517,6 +516,14 @@ class MovingAverageFeatures:
 
     def score_one(self, x: Mapping[str, float]) -> float:
         return self.detector.update_one(self._row(x))
+
+    def normal(self, name: str) -> float | None:
+        """The learned typical level of feature ``name`` (None if it is not monitored)."""
+        d = self.detector
+        if not d.ready or name not in self.names:
+            return None
+        hits = np.flatnonzero(d.columns_ == self.names.index(name))
+        return float(d.center_[hits[0]]) if hits.size else None
 
     def explain_one(self, x: Mapping[str, float]) -> str:
         i = self.detector.last_explain

@@ -89,6 +89,11 @@ class ZScoreDetector:
         z = np.where(self._rising[idx], z, np.abs(z))
         return z, names
 
+    def normal(self, name: str) -> float | None:
+        """The learned normal level of feature ``name`` (None before the warm-up ends)."""
+        i = self._index.get(name)
+        return float(self._mean[i]) if i is not None and self._std is not None else None
+
     def score_one(self, x: Features) -> float:
         z, _ = self._z(x)
         return float(max(z.max(), 0.0)) if z.size else 0.0

@@ -1,0 +1,242 @@
+"""Alarms on real processes: ``birlik analytics`` over real InfluxDB and Mosquitto, a real
+local webhook server, the worker SIGKILLed between storing a transition and notifying it,
+restarted, a channel down for a while, commands from ``birlik alarms`` and over MQTT."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from analytics.alarmstore import AlarmStore
+from birlik.alarm import COMMAND_TOPIC, Command, decode_state, state_topic
+from birlik.influx import InfluxClient, InfluxSettings
+from birlik.lineprotocol import encode_point
+from birlik.topics import MachinePath
+from ops.servers import Child, Supervisor, free_port
+from ops.stack import birlik_command
+from tests.ingest_procs import wait_until
+
+pytestmark = pytest.mark.slow
+
+PUMP = MachinePath("acme", "kz-turkestan", "line-1", "pump-302")
+TAGS = {"tenant": PUMP.tenant, "site": PUMP.site, "line": PUMP.line, "machine": PUMP.machine}
+
+
+class Webhook:
+    """A real HTTP server on a fixed port, started and stopped at will; records what it got."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.got: list[dict[str, Any]] = []
+        self.keys: list[str] = []
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/alarms"
+
+    def start(self) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.got.append(json.loads(body))
+                outer.keys.append(self.headers["Idempotency-Key"])
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def write_telemetry(url: str, db: str, start_ms: int) -> int:
+    """A pump at 1 Hz: 300 s healthy, 120 s of high vibration, 200 s healthy again."""
+    rng = np.random.default_rng(5)
+    lines = []
+    n = 620
+    for i in range(n):
+        vib = 2.0 + rng.normal(0, 0.05) + (2.5 if 300 <= i < 420 else 0.0)
+        fields = {"vibration_rms": round(vib, 4), "bearing_temp": round(50 + rng.normal(0, 0.2), 3), "state": "running"}
+        lines.append(encode_point("telemetry", {**TAGS, "kind": "centrifugal_pump"}, fields, start_ms + i * 1000))
+    with InfluxClient(InfluxSettings(url=url, database=db)) as influx:
+        influx.create_database()
+        influx.write(lines)
+    return n
+
+
+def start_analytics(
+    sup: Supervisor, name: str, tmp: Path, broker_url: str, influx_url: str, db: str, since_ms: int, **env: str
+) -> Child:
+    return sup.start(
+        name,
+        [*birlik_command(), "analytics", "--since", _iso(since_ms), "--stats-file", str(tmp / f"{name}.stats.json")],
+        env={
+            "BIRLIK_CONFIG": "",
+            "BIRLIK_MQTT_URL": broker_url,
+            "BIRLIK_INFLUX_URL": influx_url,
+            "BIRLIK_INFLUX_DATABASE": db,
+            "BIRLIK_ANALYTICS_WARMUP_SAMPLES": "60",
+            "BIRLIK_ANALYTICS_POLL_INTERVAL_S": "0.3",
+            "BIRLIK_ALARMS_STORE": str(tmp / "alarms.sqlite"),
+            "BIRLIK_ALARMS_STALE_AFTER_S": "3600",
+            "BIRLIK_ALARMS_GRAFANA_URL": "http://grafana.plant:3000",
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        },
+    )
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+
+
+def retained_state(host: str, port: int) -> list[Any]:
+    got: list[Any] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client.on_connect = lambda c, u, f, r, p: c.subscribe(state_topic(PUMP), qos=1)
+    client.on_message = lambda c, u, m: got.append(decode_state(m.topic, bytes(m.payload)))
+    client.connect(host, port)
+    client.loop_start()
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.disconnect()
+    client.loop_stop()
+    return got[-1] if got else []
+
+
+def pending(tmp: Path) -> dict[str, dict[str, int]]:
+    store = AlarmStore(tmp / "alarms.sqlite")
+    try:
+        return store.outbox_counts()
+    finally:
+        store.close()
+
+
+def test_killed_between_storing_and_notifying_every_notification_goes_out_exactly_once(tmp_path: Path) -> None:
+    db = "alarms_kill"
+    since = (int(time.time()) - 3600) * 1000
+    hook = Webhook(free_port())
+    hook.start()
+    with Supervisor(tmp_path / "s") as sup:
+        broker = sup.start_mosquitto(port=free_port())
+        influx = sup.start_influxdb()
+        write_telemetry(influx.url, db, since)
+        common = {"BIRLIK_ALARMS_WEBHOOK_URL": hook.url}
+        first = start_analytics(
+            sup, "analytics-1", tmp_path, broker.url, influx.url, db, since,
+            BIRLIK_FAILPOINT="alarms.after_commit:1", **common,
+        )  # fmt: skip
+        assert first.process.wait(60) == -signal.SIGKILL
+        sup.children.remove(first)
+        assert hook.got == []  # stored, never notified
+        assert pending(tmp_path)["webhook"] == {"pending": 1}
+
+        second = start_analytics(sup, "analytics-2", tmp_path, broker.url, influx.url, db, since, **common)
+        wait_until(lambda: len(hook.got) >= 2 and pending(tmp_path)["webhook"] == {"sent": 2}, 60, "2 notifications")
+        assert [(n["transition"], n["state"]) for n in hook.got] == [
+            ("raised", "unack_active"),
+            ("returned", "unack_rtn"),
+        ]
+        assert len(set(hook.keys)) == len(hook.keys) == 2 and hook.keys == [n["key"] for n in hook.got]
+        raised = hook.got[0]
+        assert raised["priority"] in ("high", "critical") and raised["kind"] == "condition"
+        assert "vibration_rms" in raised["text"] and "mm/s" in raised["text"] and "above normal" in raised["text"]
+        assert raised["dashboard"].startswith("http://grafana.plant:3000/d/birlik-machine-detail/")
+        wait_until(lambda: pending(tmp_path)["influx"] == {"sent": 2} and pending(tmp_path)["mqtt"] == {"sent": 2})
+        with InfluxClient(InfluxSettings(url=influx.url, database=db)) as client:
+            rows = [r for s in client.query('SELECT * FROM "alarm"') for r in s.records()]
+        assert [r["transition"] for r in rows] == ["raised", "returned"]
+        state = retained_state(broker.host, broker.port)
+        assert [(a.alarm_id, a.state) for a in state] == [(raised["id"], "unack_rtn")]
+
+        # Acknowledged from the command line: the returned alarm closes, stored and notified.
+        ack = sup.start(
+            "ack",
+            [*birlik_command(), "alarms", "ack", raised["id"], "--user", "aigerim", "--comment", "bearing ordered"],
+            env={"BIRLIK_CONFIG": "", "BIRLIK_MQTT_URL": broker.url},
+        )
+        assert ack.process.wait(30) == 0
+        wait_until(lambda: len(hook.got) >= 3, 30, "the acknowledgement notified")
+        assert (hook.got[2]["transition"], hook.got[2]["state"], hook.got[2]["user"]) == (
+            "acknowledged",
+            "normal",
+            "aigerim",
+        )
+        wait_until(lambda: retained_state(broker.host, broker.port) == [], 10, "the retained state emptied")
+        assert sup.stop(second) == 0
+
+        # A plain restart re-sends nothing and raises nothing again.
+        third = start_analytics(sup, "analytics-3", tmp_path, broker.url, influx.url, db, since, **common)
+        time.sleep(4)
+        assert sup.stop(third) == 0
+        assert len(hook.got) == 3
+        store = AlarmStore(tmp_path / "alarms.sqlite")
+        assert len(store.transitions()) == 3
+        store.close()
+    hook.stop()
+
+
+def test_a_webhook_down_for_a_while_gets_everything_in_order_and_the_worker_never_waits(tmp_path: Path) -> None:
+    db = "alarms_down"
+    since = (int(time.time()) - 3600) * 1000
+    hook = Webhook(free_port())  # not listening yet: connections refused
+    with Supervisor(tmp_path / "s") as sup:
+        broker = sup.start_mosquitto(port=free_port())
+        influx = sup.start_influxdb()
+        n = write_telemetry(influx.url, db, since)
+        worker = start_analytics(
+            sup, "analytics", tmp_path, broker.url, influx.url, db, since, BIRLIK_ALARMS_WEBHOOK_URL=hook.url
+        )
+        stats = tmp_path / "analytics.stats.json"
+
+        def scored_all() -> bool:
+            return stats.exists() and json.loads(stats.read_text()).get("samples_read", 0) >= n
+
+        wait_until(scored_all, 60, "every sample scored while the webhook is down")
+        wait_until(lambda: pending(tmp_path).get("influx") == {"sent": 2}, 30, "the other channels delivering")
+        assert pending(tmp_path)["webhook"] == {"pending": 2}
+
+        # A shelve over the MQTT command topic, while the webhook is still down.
+        store = AlarmStore(tmp_path / "alarms.sqlite")
+        alarm_id = store.transitions()[0].alarm_id
+        store.close()
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        cmd = Command("shelve", alarm_id, user="timur", comment="sensor check tomorrow", duration_s=8 * 3600)
+        client.publish(COMMAND_TOPIC, cmd.encode(), qos=1).wait_for_publish(10)
+        client.disconnect()
+        client.loop_stop()
+        wait_until(lambda: pending(tmp_path)["webhook"] == {"pending": 3}, 30, "the shelve stored")
+        state = retained_state(broker.host, broker.port)
+        assert [(a.state, a.user) for a in state] == [("shelved", "timur")]
+
+        hook.start()
+        wait_until(lambda: len(hook.got) >= 3, 90, "the webhook catching up")
+        assert [n["transition"] for n in hook.got] == ["raised", "returned", "shelved"]
+        assert len(set(hook.keys)) == 3
+        log = worker.log_path.read_text()
+        assert log.count("webhook: cannot deliver") == 1 and "webhook: delivering again" in log
+        assert sup.stop(worker) == 0
+    hook.stop()
