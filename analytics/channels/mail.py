@@ -187,7 +187,7 @@ class EmailChannel:
         return msg
 
     def _chart(self, alarm: Alarm) -> bytes | None:
-        if self.chart is None:
+        if self.chart is None or not alarm.signals:  # a trip or a stale machine: no signal to draw
             return None
         try:
             return render_chart(alarm, self.chart(alarm, self.chart_hours))

@@ -251,6 +251,7 @@ def format_compact(alarm: Alarm) -> str:
         lines.append(f"{alarm.transition.capitalize()} by {_one_line(alarm.user)}")
     if alarm.dashboard:
         lines.append(_one_line(alarm.dashboard))
+    lines.append(f"Alarm key: {_one_line(alarm.key)}")  # for 'birlik alarms ack <id>', and to tell repeats
     text = _clean("\n".join(lines))
     if _units(text) > _TELEGRAM_MAX:
         link = f"\n{_clean(_one_line(alarm.dashboard))}" if alarm.dashboard else ""
