@@ -55,7 +55,7 @@ def test_platform_services_run_the_birlik_image(compose: dict[str, Any]) -> None
     for name, service in services.items():
         assert service["build"] == "." and service["image"] == BIRLIK_IMAGE, name
     assert _command(services["ingest"]) == ["ingest"]
-    assert _command(services["analytics"]) == ["analytics"]
+    assert _command(services["analytics"]) == ["analytics", "--alarms-store", "/data/analytics/alarms.sqlite"]
     assert _command(services["plant"]) == ["gateway", "--speed", "1", "--state-dir", "/data/gateway"]
     assert _command(services["repair"]) == ["repair"]
 
