@@ -35,6 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from analytics.alarms import Lifecycle, LifecycleSettings, Verdict
 from analytics.alarmstore import AlarmStore
 from analytics.notifier import Channel, Notifier
+from analytics.rul import Estimate
 from birlik import schema
 from birlik.alarm import (
     COMMAND_TOPIC,
@@ -276,6 +277,7 @@ class AlarmService:
         values: Mapping[str, Any],
         *,
         scored: tuple[float, float, str, float | None] | None,
+        estimate: Estimate | None = None,
     ) -> None:
         """One sample of a machine: its state, and (if it was scored) score, threshold,
         explaining signal and that signal's normal level (in the signal's own unit)."""
@@ -310,6 +312,12 @@ class AlarmService:
                     text,
                     context,
                 )
+                if estimate is not None and ts_ms - estimate.ts_ms <= 3600_000:
+                    verdict.health = round(estimate.health, 3)
+                    if estimate.rul_h is not None:
+                        verdict.ttf_h = round(estimate.rul_h, 1)
+                        verdict.ttf_low_h = round(estimate.rul_low_h or 0.0, 1)
+                        verdict.ttf_high_h = round(estimate.rul_high_h or 0.0, 1)
             out += self.lifecycle.observe(path, "condition", ts_ms, verdict)
         self._commit(out)
 

@@ -20,6 +20,7 @@ from analytics.alarmservice import AlarmService
 from analytics.alerts import AlertChannel, AlertTracker
 from analytics.detectors import Detector
 from analytics.features import features
+from analytics.rul import RulTracker
 from birlik import schema
 from birlik.config import AnalyticsConfig
 from birlik.influx import InfluxClient, InfluxUnavailable, quote_ident, quote_string
@@ -55,6 +56,8 @@ class _Machine:
     last_ts: int
     #: Samples from this device time on count as thermally settled (None: not running).
     settled_from: int | None = 0
+    #: Health indicator trend and remaining useful life.
+    rul: RulTracker = field(default_factory=RulTracker)
 
 
 def _series_key_tags(key: str) -> dict[str, str]:
@@ -143,7 +146,9 @@ class AnalyticsWorker:
                     machine.last_ts = max(machine.last_ts, ts)
                     scored = self._score(machine, ts, values, lines, alerts)
                     if self.alarms is not None:
-                        self.alarms.sample(machine.path, machine.kind, ts, values, scored=scored)
+                        self.alarms.sample(
+                            machine.path, machine.kind, ts, values, scored=scored, estimate=machine.rul.latest
+                        )
             if machine.last_ts >= self.since_ms:
                 self.stats.last_ts_by_machine[str(machine.path)] = machine.last_ts
         if lines:
@@ -215,6 +220,20 @@ class AnalyticsWorker:
                     ts,
                 )
             )
+        estimate = m.rul.update(ts, score, self.config.threshold)
+        if estimate is not None:  # one point per machine every RulTracker.step_s of device time
+            health: dict[str, float | int | str | bool] = {
+                "indicator": round(estimate.indicator, 4),
+                "health": round(estimate.health, 4),
+                "slope_per_h": round(estimate.slope_per_h, 6),
+            }
+            if estimate.rul_h is not None:
+                health.update(
+                    rul_h=round(estimate.rul_h, 2),
+                    rul_low_h=round(estimate.rul_low_h or 0.0, 2),
+                    rul_high_h=round(estimate.rul_high_h or 0.0, 2),
+                )
+            lines.append(encode_point(schema.HEALTH, {**tags, "kind": m.kind}, health, estimate.ts_ms))
         normal = getattr(detector, "normal", None)
         level = normal(signal) if callable(normal) and signal else None
         ambient = values.get("ambient_temp")

@@ -14,6 +14,11 @@
 ``alarm``      one point per alarm transition (see :mod:`birlik.alarm`), written by analytics.
                tags: tenant, site, line, machine, kind, priority, state, transition;
                fields: id, key, title, text, user, comment (strings), seq (integer).
+``health``     each machine's health indicator and remaining useful life, every 10 minutes
+               of device time, written by analytics (see analytics/rul.py).
+               tags: tenant, site, line, machine, kind; fields: indicator (score / threshold),
+               health (1 healthy ... 0 failed), slope_per_h, and while the indicator rises
+               rul_h, rul_low_h, rul_high_h (hours to failure and its band).
 ``ingest``     the ingest's own counters, every ``ingest.health_interval_s`` (platform health).
                tags: client_id; fields: messages_received, messages_acked, readings_written,
                readings_rejected, write_retries, seq_gaps, window_in_use, rejected_<reason> ...
@@ -38,5 +43,6 @@ INGEST = "ingest"
 SEQUENCE = "sequence"
 GATEWAY = "gateway"
 ALARM = "alarm"
+HEALTH = "health"
 
 MACHINE_TAGS = ("tenant", "site", "line", "machine", "kind")
