@@ -19,6 +19,7 @@ SUBCOMMANDS = [
     "gateway",
     "ingest",
     "analytics",
+    "alarms",
     "simulate",
     "dashboards",
     "repair",
