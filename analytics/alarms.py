@@ -201,6 +201,29 @@ class Lifecycle:
                     out.append(self._emit(o, "cleared", "normal", ts_ms, comment="planned stop ended"))
         return out
 
+    def set_active(self, path: MachinePath, kind: AlarmKind, ts_ms: int, verdict: Verdict | None) -> list[Alarm]:
+        """An alarm whose cause is already debounced (a sensor issue): active with ``verdict``,
+        returned with None. A new verdict on an active alarm updates its text (and priority)."""
+        key = (path, kind)
+        o = self._open.get(key)
+        if o is not None and ts_ms <= o.last.ts_ms:
+            return []
+        if verdict is not None:
+            if path in self._stopped and kind in _MACHINE_KINDS:
+                return []
+            if o is not None and o.active and o.last.open:
+                if o.last.state in ("shelved", "suppressed"):
+                    return []
+                o.last = dataclasses.replace(o.last, title=verdict.title, text=verdict.text)
+                return []
+            return self._activate(key, ts_ms, verdict, immediate=True)
+        if o is not None and o.active:
+            if o.last.state in ("shelved", "suppressed"):
+                o.active = False
+                return []
+            return self._return(key, ts_ms)
+        return []
+
     def stale(self, path: MachinePath, ts_ms: int, *, silent_s: float | None) -> list[Alarm]:
         """The machine's silence: ``silent_s`` seconds without readings (None: it reports)."""
         key: tuple[MachinePath, AlarmKind] = (path, "stale")

@@ -35,6 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from analytics.alarms import Lifecycle, LifecycleSettings, Verdict
 from analytics.alarmstore import AlarmStore
 from analytics.notifier import Channel, Notifier
+from analytics.quality import SensorIssue
 from analytics.rul import Estimate
 from birlik import schema
 from birlik.alarm import (
@@ -249,6 +250,7 @@ class AlarmService:
         self._arrival: dict[MachinePath, float] = {}
         self._last_ts: dict[MachinePath, int] = {}
         self.transitions = 0
+        self._sensor_seen: dict[MachinePath, tuple[tuple[str, str], ...]] = {}
         stored = store.get_state("cursor", {})
         self._cursors: dict[str, int] = stored if isinstance(stored, dict) else {}
         open_now = [a for a in restored if a.open]
@@ -278,6 +280,7 @@ class AlarmService:
         *,
         scored: tuple[float, float, str, float | None] | None,
         estimate: Estimate | None = None,
+        sensor_issues: Sequence[SensorIssue] | None = None,
     ) -> None:
         """One sample of a machine: its state, and (if it was scored) score, threshold,
         explaining signal and that signal's normal level (in the signal's own unit)."""
@@ -291,6 +294,8 @@ class AlarmService:
         for name, value in values.items():
             if isinstance(value, float) and name in SIGNALS and math.isfinite(value):
                 self._trends.setdefault((path, name), _Trend()).add(ts_ms, value)
+        if sensor_issues is not None:
+            out += self._sensor(path, ts_ms, sensor_issues)
         if scored is not None:
             score, threshold, signal, normal = scored
             abnormal = score > threshold
@@ -320,6 +325,23 @@ class AlarmService:
                         verdict.ttf_high_h = round(estimate.rul_high_h or 0.0, 1)
             out += self.lifecycle.observe(path, "condition", ts_ms, verdict)
         self._commit(out)
+
+    def _sensor(self, path: MachinePath, ts_ms: int, issues: Sequence[SensorIssue]) -> list[Alarm]:
+        """One sensor alarm per machine while any of its sensors has an open issue."""
+        signature = tuple(sorted((i.signal, i.kind) for i in issues))
+        if self._sensor_seen.get(path, ()) == signature:
+            return []
+        self._sensor_seen[path] = signature
+        if not issues:
+            return self.lifecycle.set_active(path, "sensor", ts_ms, None)
+        signals = sorted({i.signal for i in issues})
+        verdict = Verdict(
+            True,
+            "low",
+            f"{path.machine}: sensor fault ({', '.join(signals)})",
+            "; ".join(i.detail for i in issues)[:2000] + ". The machine itself may be fine: check the sensor.",
+        )
+        return self.lifecycle.set_active(path, "sensor", ts_ms, verdict)
 
     def tick(self) -> None:
         """Once per poll: commands, stale machines, shelves and escalations."""

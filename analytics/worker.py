@@ -20,6 +20,7 @@ from analytics.alarmservice import AlarmService
 from analytics.alerts import AlertChannel, AlertTracker
 from analytics.detectors import Detector
 from analytics.features import features
+from analytics.quality import DataQualityMonitor, SensorIssue
 from analytics.rul import RulTracker
 from birlik import schema
 from birlik.config import AnalyticsConfig
@@ -38,6 +39,8 @@ class AnalyticsStats:
     samples_read: int = 0
     samples_scored: int = 0
     anomalous_samples: int = 0
+    #: Sensor issues raised by the data-quality checks.
+    sensor_issues: int = 0
     alerts_raised: int = 0
     alerts_cleared: int = 0
     machines: int = 0
@@ -58,6 +61,23 @@ class _Machine:
     settled_from: int | None = 0
     #: Health indicator trend and remaining useful life.
     rul: RulTracker = field(default_factory=RulTracker)
+    #: Sensor checks (stuck, dropout, out of range, spikes, drift, scaling); None: off.
+    quality: DataQualityMonitor | None = None
+
+
+def _issue_point(m: _Machine, issue: SensorIssue) -> str:
+    """A sensor issue raised or cleared, as a point of the ``sensor_issue`` measurement."""
+    tags = {
+        "tenant": m.path.tenant,
+        "site": m.path.site,
+        "line": m.path.line,
+        "machine": m.path.machine,
+        "kind": m.kind,
+        "signal": issue.signal,
+        "issue": issue.kind,
+        "state": issue.state,
+    }
+    return encode_point(schema.SENSOR_ISSUE, tags, {"detail": issue.detail, "started": issue.started_ms}, issue.ts_ms)
 
 
 def _series_key_tags(key: str) -> dict[str, str]:
@@ -111,7 +131,11 @@ class AnalyticsWorker:
                     if done is not None and done > start:  # scored before a restart: go on from there
                         start = done
                     self._machines[path] = _Machine(
-                        path, tags.get("kind", ""), self.detector_factory(self.config.warmup_samples), start
+                        path,
+                        tags.get("kind", ""),
+                        self.detector_factory(self.config.warmup_samples),
+                        start,
+                        quality=DataQualityMonitor() if self.config.data_quality else None,
                     )
         self.stats.machines = len(self._machines)
 
@@ -144,10 +168,21 @@ class AnalyticsWorker:
                     ts = int(values.pop("time"))
                     read += 1
                     machine.last_ts = max(machine.last_ts, ts)
+                    quality = machine.quality
+                    if quality is not None:
+                        for issue in quality.update(ts, values):
+                            self.stats.sensor_issues += issue.state == "raised"
+                            lines.append(_issue_point(machine, issue))
                     scored = self._score(machine, ts, values, lines, alerts)
                     if self.alarms is not None:
                         self.alarms.sample(
-                            machine.path, machine.kind, ts, values, scored=scored, estimate=machine.rul.latest
+                            machine.path,
+                            machine.kind,
+                            ts,
+                            values,
+                            scored=scored,
+                            estimate=machine.rul.latest,
+                            sensor_issues=quality.open_issues if quality is not None else None,
                         )
             if machine.last_ts >= self.since_ms:
                 self.stats.last_ts_by_machine[str(machine.path)] = machine.last_ts
@@ -172,6 +207,9 @@ class AnalyticsWorker:
             m.settled_from = None
             return None
         x = features(values)
+        if x is not None and m.quality is not None and m.quality.faulty_signals:
+            # A sensor under a data-quality issue stays out of the machine model.
+            x = {k: v for k, v in x.items() if k not in m.quality.faulty_signals} or None
         if x is None:
             return None
         if m.settled_from is None:  # just started again: temperatures are still rising

@@ -145,6 +145,9 @@ class AnalyticsConfig:
     raise_after: int = 5
     clear_after: int = 20
     client_id: str = "birlik-analytics"
+    #: Data-quality checks of every sensor (stuck, dropout, out of range, spikes, drift,
+    #: scaling): sensor alarms, and a faulty sensor kept out of the machine model.
+    data_quality: bool = True
     stats_file: str = ""
 
 

@@ -65,6 +65,7 @@ class InfluxRejected(InfluxError):
         self.status = status
         self.message = message
 
+
 @dataclass(frozen=True, slots=True)
 class InfluxSettings:
     url: str = "http://127.0.0.1:8086"

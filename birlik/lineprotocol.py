@@ -48,7 +48,7 @@ def format_field(value: Value | bool) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"line protocol cannot carry {value}")
-        return repr(value)
+        return float.__repr__(value)  # also for float subclasses (numpy's repr is np.float64(...))
     return '"' + value.translate(_STRING) + '"'
 
 

@@ -19,6 +19,10 @@
                tags: tenant, site, line, machine, kind; fields: indicator (score / threshold),
                health (1 healthy ... 0 failed), slope_per_h, and while the indicator rises
                rul_h, rul_low_h, rul_high_h (hours to failure and its band).
+``sensor_issue`` a sensor issue raised or cleared by analytics' data-quality checks.
+               tags: tenant, site, line, machine, kind, signal, issue (stuck, dropout,
+               out_of_range, spikes, drift, scaling), state (raised|cleared);
+               fields: detail (string), started (integer, ms).
 ``ingest``     the ingest's own counters, every ``ingest.health_interval_s`` (platform health).
                tags: client_id; fields: messages_received, messages_acked, readings_written,
                readings_rejected, write_retries, seq_gaps, window_in_use, rejected_<reason> ...
@@ -44,5 +48,6 @@ SEQUENCE = "sequence"
 GATEWAY = "gateway"
 ALARM = "alarm"
 HEALTH = "health"
+SENSOR_ISSUE = "sensor_issue"
 
 MACHINE_TAGS = ("tenant", "site", "line", "machine", "kind")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ops import bench_alarms, bench_analytics, bench_gateway, bench_ingest, bench_outage
+from ops import bench_alarms, bench_analytics, bench_gateway, bench_ingest, bench_outage, bench_quality
 
 if TYPE_CHECKING:
     from birlik.plant import Plant
@@ -56,6 +56,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     bench_gateway.add_arguments(p)
     bench_analytics.add_arguments(p)
     bench_alarms.add_arguments(p)
+    bench_quality.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -344,3 +345,4 @@ benchmark("outage", bench_outage.SUMMARY)(bench_outage.run)  # ops/bench_outage.
 benchmark("gateway", bench_gateway.SUMMARY)(bench_gateway.run)  # ops/bench_gateway.py
 benchmark("analytics", bench_analytics.SUMMARY)(bench_analytics.run)  # ops/bench_analytics.py
 benchmark("alarms", bench_alarms.SUMMARY)(bench_alarms.run)  # ops/bench_alarms.py
+benchmark("quality", bench_quality.SUMMARY)(bench_quality.run)  # ops/bench_quality.py

@@ -44,6 +44,7 @@ class Stack:
             "mqtt": {"url": self.broker.url},
             "influx": {"url": self.influx.url, "database": database},
             "ingest": {"dead_letters": str(self.dir / "dead-letters.jsonl")},
+            "alarms": {"store": str(self.dir / "alarms.sqlite")},
         }
         for section, values in settings.items():
             sections.setdefault(section, {}).update(values)

@@ -240,3 +240,42 @@ def test_a_webhook_down_for_a_while_gets_everything_in_order_and_the_worker_neve
         assert log.count("webhook: cannot deliver") == 1 and "webhook: delivering again" in log
         assert sup.stop(worker) == 0
     hook.stop()
+
+
+def test_a_stuck_sensor_raises_a_sensor_alarm_not_a_machine_alarm(config: Any, influx: Any, tmp_path: Path) -> None:
+    """In-process worker on the real InfluxDB: bearing_temp freezes while the pump runs on."""
+    from analytics.alarmservice import AlarmService
+    from analytics.detectors import DETECTORS
+    from analytics.notifier import Channel
+    from analytics.worker import AnalyticsWorker
+
+    rng = np.random.default_rng(9)
+    start = (int(time.time()) - 3 * 3600) * 1000
+    lines = []
+    for i in range(0, 9000):  # 1 Hz, 2.5 h: the stuck reading from 1 h 50 min on
+        temp = 50 + 2 * np.sin(i / 900) + rng.normal(0, 0.2)
+        fields = {
+            "vibration_rms": round(2.0 + rng.normal(0, 0.05), 4),
+            "bearing_temp": 51.234 if i >= 6600 else round(temp, 3),
+            "motor_temp": round(60 + 2 * np.sin(i / 900) + rng.normal(0, 0.2), 3),
+            "state": "running",
+        }
+        lines.append(encode_point("telemetry", {**TAGS, "kind": "centrifugal_pump"}, fields, start + i * 1000))
+    influx.write(lines)
+    config.alarms.store = str(tmp_path / "alarms.sqlite")
+    store = AlarmStore(config.alarms.store)
+    channels: list[Channel] = []
+    service = AlarmService(config.alarms, store, channels)
+    worker = AnalyticsWorker(
+        influx, config.analytics, detector_factory=DETECTORS["zscore"], since_ms=start, max_rows=20_000, alarms=service
+    )
+    while worker.poll_once():
+        pass
+    service.close(drain_s=0)
+    raised = [a for a in store.transitions() if a.transition == "raised"]
+    assert [(a.kind, a.priority) for a in raised] == [("sensor", "low")], [a.text for a in raised]
+    assert "bearing_temp" in raised[0].title and "check the sensor" in raised[0].text
+    assert raised[0].ts_ms - (start + 6600_000) < 30 * 60_000  # reported within half an hour
+    issues = [r for s in influx.query('SELECT * FROM "sensor_issue"') for r in s.records()]
+    assert {(r["signal"], r["issue"], r["state"]) for r in issues} >= {("bearing_temp", "stuck", "raised")}
+    store.close()

@@ -175,3 +175,11 @@ def test_newline_in_a_string_field_reads_back_identical(influx: InfluxClient) ->
 
     [series] = influx.query("SELECT text FROM notes")
     assert series.values == [[NOW_MS, "line one\nline two"]]
+
+
+def test_float_subclasses_are_written_as_plain_floats() -> None:
+    import numpy as np
+
+    from birlik.lineprotocol import format_field
+
+    assert format_field(np.float64(49.839)) == "49.839"

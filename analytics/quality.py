@@ -1,0 +1,1178 @@
+"""Data quality: tell a faulty *sensor* from a faulty *machine*.
+
+A :class:`DataQualityMonitor` watches one machine. It is fed the machine's samples in time
+order and reports :class:`SensorIssue` objects: a reading that is stuck, missing, outside
+its physical range, spiky, drifting away from what its physically related signals say, or
+off by a factor (a wrong transmitter range). Each issue is raised once and cleared once per
+(signal, kind). :attr:`DataQualityMonitor.faulty_signals` lists the signals under an issue
+right now; the machine-condition model should leave them out, so a broken thermocouple
+does not raise a bearing alarm.
+
+How the checks stay honest on any machine: nothing here knows a unit or a typical size of
+a signal. Every spread is learned from the machine's own first hours of running (the
+"learning period", assumed healthy), and every threshold is a multiple of such a learned
+spread or a false-alarm probability. The only fixed numbers with units are the physical
+ranges of the signal catalogue (:mod:`birlik.signals`).
+
+How a sensor fault is told from a machine fault: a machine fault changes the physics, so
+it shows in several physically related signals together (bearing wear raises vibration
+*and* bearing temperature; a cooling failure raises the temperatures and the vibration a
+little). A sensor fault changes one reading and nothing else. The drift and scaling check
+learns, for every signal, how it follows its physical partners (:data:`PARTNERS`), and
+only blames a sensor when that one signal disagrees with its partners while every other
+signal still agrees with its own partners (leaving the suspect out of their models).
+
+Limits, in plain words:
+
+* the learning period must be healthy: a sensor already broken then is learned as normal;
+* a machine fault that shows in a single signal only (e.g. an imbalance seen by one
+  vibration sensor and nothing else) looks exactly like a sensor drift; a second,
+  redundant sensor (``accel_rms`` next to ``vibration_rms``) is what separates the two;
+* signals without partners (no model) are checked for stuck, dropout, range and spikes
+  only, and against their own learned level.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from analytics.features import CONDITION_SIGNALS
+from birlik.signals import SIGNALS
+
+log = logging.getLogger("analytics.quality")
+
+IssueKind = Literal["stuck", "dropout", "out_of_range", "spikes", "drift", "scaling"]
+IssueState = Literal["raised", "cleared"]
+Value = float | int | str | None
+FloatArray = npt.NDArray[np.float64]
+
+#: Physically related signals: which readings a signal should agree with on a healthy
+#: machine. A signal is modelled from those of its partners the machine reports (a robust
+#: linear fit learned on the machine's own healthy data). The reasons:
+#:
+#: * current, power and load are three views of the same electrical load (an extruder's
+#:   power also feeds its barrel heaters, which follow barrel minus ambient temperature);
+#: * speeds follow each other (motor and belt) and sag slightly with load;
+#: * flow, pressures and power are tied by the pump curve and the strainer's loss;
+#: * the two vibration measurements (velocity and acceleration) see the same machine, and
+#:   vibration grows with load;
+#: * temperatures are a rise over ambient driven by load (with thermal lags, modelled by
+#:   smoothed copies of the load signals), and a machine's temperatures rise together;
+#: * an extruder's melt pressure follows screw speed and barrel temperature.
+PARTNERS: dict[str, tuple[str, ...]] = {
+    "motor_current": ("power", "load"),
+    "power": ("motor_current", "load", "barrel_temp", "ambient_temp"),
+    "load": ("power", "motor_current"),
+    "speed": ("belt_speed", "load", "motor_current", "power"),
+    "belt_speed": ("speed",),
+    "spindle_speed": ("power", "motor_current"),
+    "flow": ("power", "motor_current", "discharge_pressure", "differential_pressure", "load"),
+    "discharge_pressure": ("flow", "suction_pressure", "power"),
+    "suction_pressure": ("differential_pressure", "flow"),
+    "differential_pressure": ("flow", "suction_pressure"),
+    "melt_pressure": ("speed", "barrel_temp", "motor_current", "load"),
+    "barrel_temp": ("melt_pressure", "speed", "motor_current"),
+    "vibration_rms": ("accel_rms", "accel2_rms", "load", "power", "speed"),
+    "accel_rms": ("vibration_rms", "accel2_rms", "load", "power"),
+    "accel2_rms": ("accel_rms", "vibration_rms", "load", "power"),
+    "bearing_temp": ("motor_temp", "ambient_temp", "load", "power"),
+    "motor_temp": ("bearing_temp", "oil_temp", "ambient_temp", "load", "power"),
+    "oil_temp": ("discharge_temp", "motor_temp", "ambient_temp", "load", "power"),
+    "discharge_temp": ("oil_temp", "ambient_temp", "load", "power"),
+    "fluid_temp": ("ambient_temp", "power", "flow"),
+    "ambient_temp": ("fluid_temp", "bearing_temp", "motor_temp", "oil_temp", "discharge_temp", "load", "power"),
+}
+assert all(s in SIGNALS and all(p in SIGNALS for p in ps) for s, ps in PARTNERS.items())
+
+#: Redundant measurements of the same condition: a vibration rising in one but not in the
+#: other is the sensor; rising in both is the machine.
+REDUNDANT: dict[str, frozenset[str]] = {
+    "vibration_rms": frozenset({"accel_rms", "accel2_rms"}),
+    "accel_rms": frozenset({"vibration_rms", "accel2_rms"}),
+    "accel2_rms": frozenset({"vibration_rms", "accel_rms"}),
+}
+
+#: Thermal time constants (s) of the smoothed load copies a temperature is modelled with:
+#: a winding, a bearing and an oil sump heat up over minutes to the better part of an hour.
+THERMAL_LAGS_S = (300.0, 900.0, 2700.0)
+
+
+def _unit(name: str) -> str:
+    s = SIGNALS.get(name)
+    return s.unit if s else ""
+
+
+def _fmt(x: float) -> str:
+    """A number as a technician reads it: 3 significant digits, no exponent for ordinary sizes."""
+    if not math.isfinite(x):
+        return str(x)
+    a = abs(x)
+    if a >= 1000 or float(x).is_integer():
+        return f"{x:.0f}"
+    digits = max(0, 2 - math.floor(math.log10(a)))
+    return f"{x:.{digits}f}"
+
+
+def _minutes(ms: float) -> str:
+    m = ms / 60_000
+    if m < 1:
+        return f"{ms / 1000:.0f} s"
+    if m < 120:
+        return f"{m:.0f} min"
+    return f"{m / 60:.1f} h"
+
+
+def _with_unit(x: float, name: str) -> str:
+    u = _unit(name)
+    return f"{_fmt(x)} {u}".rstrip() if u else _fmt(x)
+
+
+# --- what the checks see and say --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SensorIssue:
+    """A problem with one signal's measurement (not with the machine).
+
+    ``state`` is ``raised`` when the issue starts and ``cleared`` when the reading is back
+    to normal; ``started_ms`` is the same in both, ``ts_ms`` is the sample that changed the
+    state. ``detail`` explains it in plain words with the measured value and unit.
+    """
+
+    signal: str
+    kind: IssueKind
+    started_ms: int
+    detail: str
+    state: IssueState = "raised"
+    ts_ms: int = 0
+
+
+@dataclass(slots=True)
+class Reading:
+    """One sample as the checks see it, sorted out from the raw values.
+
+    ``values``: finite numbers of numeric signals inside their physical range;
+    ``out_of_range``: numbers outside it (infinities and overflowing integers included);
+    ``missing``: keys sent without a usable number (None, NaN, text, booleans).
+    """
+
+    ts_ms: int
+    state: str | None
+    running: bool
+    values: dict[str, float]
+    out_of_range: dict[str, float]
+    missing: set[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """What a check says about one signal: the issue is present (``active``) or not."""
+
+    signal: str
+    kind: IssueKind
+    active: bool
+    detail: str = ""
+
+
+class QualityCheck(Protocol):
+    """A data-quality check of one machine: learns while the monitor is learning, then judges."""
+
+    #: The issue kinds this check reports.
+    kinds: tuple[IssueKind, ...]
+
+    def learn(self, r: Reading) -> None:
+        """Learn from a sample of the (assumed healthy) learning period."""
+        ...
+
+    def freeze(self) -> None:
+        """End of the learning period: fix the learned spreads."""
+        ...
+
+    def check(self, r: Reading, faulty: frozenset[str]) -> Iterable[Finding]:
+        """Judge a sample; ``faulty`` are the signals already under an issue of another check."""
+        ...
+
+
+def _robust_spread(x: FloatArray) -> float:
+    """Standard deviation estimated from the median absolute deviation (ignores outliers)."""
+    if x.size == 0:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(x - np.median(x))))
+
+
+#: Gauges: readings of a physical quantity (not totals, counters or states).
+GAUGES = frozenset(s.name for s in SIGNALS.values() if s.kind == "gauge")
+
+
+def _is_gauge(name: str) -> bool:
+    return name in GAUGES
+
+
+# --- out of physical range --------------------------------------------------------------
+
+
+class RangeCheck:
+    """A reading outside the catalogue's physical range (``low``..``high`` in
+    :mod:`birlik.signals`) cannot be a true measurement: raised at the first such reading,
+    cleared after ``clear_after`` readings in range in a row. Judged in every state."""
+
+    kinds: tuple[IssueKind, ...] = ("out_of_range",)
+
+    def __init__(self, clear_after: int = 12) -> None:
+        self.clear_after = clear_after
+        self._good: dict[str, int] = {}
+        self._active: set[str] = set()
+
+    def learn(self, r: Reading) -> None:
+        return None
+
+    def freeze(self) -> None:
+        return None
+
+    def check(self, r: Reading, faulty: frozenset[str]) -> Iterable[Finding]:
+        out: list[Finding] = []
+        for name, v in r.out_of_range.items():
+            self._good[name] = 0
+            if name not in self._active:
+                self._active.add(name)
+                s = SIGNALS.get(name)
+                where = f"its physical range {_fmt(s.low)} to {_fmt(s.high)} {s.unit}".rstrip() if s else "any range"
+                out.append(
+                    Finding(
+                        name,
+                        "out_of_range",
+                        True,
+                        f"{name} reads {_with_unit(v, name)}, outside {where}: "
+                        "the sensor or its configuration is wrong",
+                    )
+                )
+        for name in list(self._active):
+            if name in r.values:
+                self._good[name] = self._good.get(name, 0) + 1
+                if self._good[name] >= self.clear_after:
+                    self._active.discard(name)
+                    out.append(Finding(name, "out_of_range", False))
+        return out
+
+
+# --- dropout / stale --------------------------------------------------------------------
+
+
+class DropoutCheck:
+    """A signal missing from the samples (absent, None, NaN or not a number) where it used
+    to be reported.
+
+    Learned per signal: the usual time between its reports (median) and the longest gap
+    seen while learning. An issue is raised when the signal has been missing for at least
+    ``misses`` samples of the machine in a row and for longer than ``gap_factor`` times its
+    usual interval (or twice its longest learned gap, if that is longer). Judged in every
+    state (a sensor reports while the machine stands still too). Cleared at the next report.
+    """
+
+    kinds: tuple[IssueKind, ...] = ("dropout",)
+
+    def __init__(self, gap_factor: float = 5.0, misses: int = 3) -> None:
+        self.gap_factor = gap_factor
+        self.misses = misses
+        self._last: dict[str, int] = {}
+        self._gaps: dict[str, list[int]] = {}
+        self._missed: dict[str, int] = {}
+        self._limit: dict[str, float] = {}
+        self._usual: dict[str, float] = {}
+        self._active: set[str] = set()
+        self._seen_samples = 0
+        self._reports: dict[str, int] = {}
+
+    def _reported(self, r: Reading) -> Iterable[str]:
+        yield from r.values
+        yield from r.out_of_range
+
+    def learn(self, r: Reading) -> None:
+        self._seen_samples += 1
+        for name in self._reported(r):
+            last = self._last.get(name)
+            if last is not None:
+                gaps = self._gaps.setdefault(name, [])
+                if len(gaps) < 20_000:
+                    gaps.append(r.ts_ms - last)
+            self._last[name] = r.ts_ms
+            self._reports[name] = self._reports.get(name, 0) + 1
+
+    def freeze(self) -> None:
+        for name, gaps in self._gaps.items():
+            # Only signals reported in most samples "used to be reported".
+            if len(gaps) < 10 or self._reports.get(name, 0) < 0.5 * self._seen_samples:
+                continue
+            g = np.asarray(gaps, dtype=np.float64)
+            usual = float(np.median(g))
+            if usual <= 0:
+                continue
+            self._usual[name] = usual
+            self._limit[name] = max(self.gap_factor * usual, 2.0 * float(g.max()))
+        self._gaps.clear()
+
+    def check(self, r: Reading, faulty: frozenset[str]) -> Iterable[Finding]:
+        out: list[Finding] = []
+        reported = set(self._reported(r))
+        for name, limit in self._limit.items():
+            if name in reported:
+                self._last[name] = r.ts_ms
+                self._missed[name] = 0
+                if name in self._active:
+                    self._active.discard(name)
+                    out.append(Finding(name, "dropout", False))
+                continue
+            self._missed[name] = self._missed.get(name, 0) + 1
+            last = self._last.get(name, r.ts_ms)
+            if name not in self._active and self._missed[name] >= self.misses and r.ts_ms - last > limit:
+                self._active.add(name)
+                how = "sent without a value" if name in r.missing else "missing from the samples"
+                out.append(
+                    Finding(
+                        name,
+                        "dropout",
+                        True,
+                        f"{name} has not been reported for {_minutes(r.ts_ms - last)} "
+                        f"(usually every {_minutes(self._usual[name])}); it is {how}: "
+                        "check the sensor, its wiring and the device configuration",
+                    )
+                )
+        return out
+
+
+# --- stuck ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _StuckState:
+    prev: float | None = None
+    run: int = 0  # running samples in a row with exactly the previous value
+    run_start_ms: int = 0
+    equal: int = 0
+    pairs: int = 0
+    longest: int = 0
+    mean_abs: float = 0.0  # learned mean sample-to-sample change
+    ewma_abs: float = 0.0  # recent mean sample-to-sample change
+    flat_start_ms: int = 0
+    limit: int = 0  # run length (samples) that raises the issue; 0: not judged
+    active: bool = False
+    sums: float = 0.0
+
+
+class StuckCheck:
+    """A signal that normally varies keeps exactly the same value (or varies far less than
+    it used to) for a long run while the machine runs.
+
+    Learned per signal, over running samples: how often two samples in a row are exactly
+    equal (``p``) and the longest such run. A run of ``k`` equal readings is raised when
+    ``p**k`` (its chance on a healthy signal, taken as independent) is below
+    ``false_alarm`` per sample, and ``k`` is at least ``run_factor`` times the longest
+    learned run and at least ``min_run`` samples. Signals equal more than half the time
+    (set-points, on/off levels) are not judged. A second test catches a frozen but slightly
+    noisy reading: the recent mean sample-to-sample change (smoothed over ``window``
+    samples) below ``flat_share`` of the learned one. Only running samples count; idle
+    samples neither extend nor break a run. Cleared when the reading moves again.
+    """
+
+    kinds: tuple[IssueKind, ...] = ("stuck",)
+
+    def __init__(
+        self,
+        *,
+        false_alarm: float = 1e-7,
+        run_factor: float = 3.0,
+        min_run: int = 36,
+        flat_share: float = 0.05,
+        window: int = 120,
+    ) -> None:
+        self.false_alarm = false_alarm
+        self.run_factor = run_factor
+        self.min_run = min_run
+        self.flat_share = flat_share
+        self.alpha = 1.0 / window
+        self._s: dict[str, _StuckState] = {}
+        self._frozen = False
+
+    def _step(self, st: _StuckState, v: float, ts: int, learning: bool) -> None:
+        if st.prev is None:
+            st.prev, st.run_start_ms = v, ts
+            return
+        d = abs(v - st.prev)
+        if d == 0.0:
+            st.run += 1
+        else:
+            st.run = 0
+            st.run_start_ms = ts
+        if learning:
+            st.pairs += 1
+            st.equal += d == 0.0
+            st.longest = max(st.longest, st.run)
+            st.sums += d
+        else:
+            st.ewma_abs += self.alpha * (d - st.ewma_abs)
+        st.prev = v
+
+    def learn(self, r: Reading) -> None:
+        if not r.running:
+            return
+        for name, v in r.values.items():
+            if _is_gauge(name):
+                st = self._s.get(name)
+                if st is None:
+                    st = self._s[name] = _StuckState()
+                self._step(st, v, r.ts_ms, True)
+
+    def freeze(self) -> None:
+        self._frozen = True
+        for st in self._s.values():
+            if st.pairs < 50:
+                continue
+            p = (st.equal + 1) / (st.pairs + 2)
+            st.mean_abs = st.sums / st.pairs
+            st.ewma_abs = st.mean_abs
+            if p > 0.5 or st.mean_abs <= 0:
+                continue
+            k = math.log(self.false_alarm) / math.log(p)
+            st.limit = max(math.ceil(k), math.ceil(self.run_factor * st.longest), self.min_run)
+
+    def check(self, r: Reading, faulty: frozenset[str]) -> Iterable[Finding]:
+        if not r.running:
+            return ()
+        out: list[Finding] = []
+        for name, v in r.values.items():
+            st = self._s.get(name)
+            if st is None or not st.limit:
+                continue
+            was_flat = st.ewma_abs < self.flat_share * st.mean_abs
+            self._step(st, v, r.ts_ms, False)
+            flat = st.ewma_abs < self.flat_share * st.mean_abs
+            if flat and not was_flat:
+                st.flat_start_ms = r.ts_ms
+            stuck = st.run >= st.limit
+            if not st.active and (stuck or flat):
+                st.active = True
+                since = st.run_start_ms if stuck else st.flat_start_ms
+                what = (
+                    f"has read exactly {_with_unit(v, name)}"
+                    if stuck
+                    else f"has hardly moved from {_with_unit(v, name)} "
+                    f"(under 1/{1 / self.flat_share:.0f} of its usual change)"
+                )
+                out.append(
+                    Finding(
+                        name,
+                        "stuck",
+                        True,
+                        f"{name} {what} for {_minutes(r.ts_ms - since)} while the machine runs; "
+                        "a live sensor would move: check the transmitter and its register",
+                    )
+                )
+            elif st.active and st.run == 0 and st.ewma_abs > 3 * self.flat_share * st.mean_abs:
+                st.active = False
+                out.append(Finding(name, "stuck", False))
+        return out
+
+
+# --- spikes -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _SpikeState:
+    x0: float | None = None  # two samples back
+    x1: float | None = None  # the previous sample (the one judged when the next arrives)
+    t1: int = 0
+    skip_next: bool = False  # the previous sample was a spike: its return step is no roughness
+    diffs: list[float] = field(default_factory=list)
+    sigma: float = 0.0  # learned robust spread of the sample-to-sample change
+    base_rough: float = 0.0  # learned mean |change|, capped
+    rough: float = 0.0  # recent mean |change|, capped, spikes left out
+    limit: float = 0.0
+    learned_max: float = 0.0
+    events: deque[tuple[int, float]] = field(default_factory=deque)
+    active: bool = False
+    last_event_ms: int = 0
+
+
+class SpikeCheck:
+    """Isolated single-reading jumps that return at once (interference, a loose connector).
+
+    A reading is a spike when it jumps away from the reading before and comes straight
+    back at the reading after: both steps exceed ``k`` times the learned robust spread of
+    sample-to-sample changes (median absolute deviation), in opposite directions, and the
+    readings before and after agree within a ``back`` share of the jump. The threshold is
+    also at least ``learned_factor`` times the largest such score seen while learning.
+
+    ``count`` spikes within ``window_ms`` raise the issue, if between the spikes the signal
+    is as smooth as it was while learning (its recent mean change below ``own_rough`` times
+    the learned one) and the machine's other signals are too (below ``other_rough``): a
+    machine that turns erratic (cavitation: vibration bursts with flow and pressure
+    surges) is a machine fault, not a sensor fault. Running samples only; cleared after
+    ``2 * window_ms`` without a spike.
+    """
+
+    kinds: tuple[IssueKind, ...] = ("spikes",)
+
+    def __init__(
+        self,
+        *,
+        k: float = 8.0,
+        back: float = 0.3,
+        learned_factor: float = 1.5,
+        count: int = 3,
+        window_ms: int = 3_600_000,
+        own_rough: float = 1.6,
+        other_rough: float = 2.0,
+        memory: int = 720,
+    ) -> None:
+        self.k = k
+        self.back = back
+        self.learned_factor = learned_factor
+        self.count = count
+        self.window_ms = window_ms
+        self.own_rough = own_rough
+        self.other_rough = other_rough
+        self.alpha = 1.0 / memory
+        self._s: dict[str, _SpikeState] = {}
+        self._frozen = False
+
+    def _score(self, st: _SpikeState, x2: float) -> tuple[float, float]:
+        """(score, jump) of the previous reading as a spike, given the next one ``x2``."""
+        assert st.x0 is not None and st.x1 is not None
+        d1 = st.x1 - st.x0
+        d2 = x2 - st.x1
+        if d1 * d2 >= 0 or st.sigma <= 0:
+            return 0.0, 0.0
+        small = min(abs(d1), abs(d2))
+        if abs(x2 - st.x0) > self.back * small:
+            return 0.0, 0.0
+        return small / st.sigma, d1
+
+    def learn(self, r: Reading) -> None:
+        if not r.running:
+            for each in self._s.values():
+                each.x0 = each.x1 = None
+            return
+        for name, v in r.values.items():
+            if not _is_gauge(name):
+                continue
+            if name not in self._s:
+                self._s[name] = _SpikeState()
+            st = self._s[name]
+            if st.x1 is not None and len(st.diffs) < 50_000:
+                st.diffs.append(v - st.x1)
+            st.x0, st.x1, st.t1 = st.x1, v, r.ts_ms
+
+    def freeze(self) -> None:
+        self._frozen = True
+        for st in self._s.values():
+            if len(st.diffs) < 50:
+                continue
+            d = np.asarray(st.diffs, dtype=np.float64)
+            sigma = _robust_spread(d)
+            nonzero = np.abs(d[d != 0])
+            if sigma <= 0 and nonzero.size:
+                sigma = float(np.min(nonzero))  # a steppy signal: its smallest step
+            st.sigma = sigma
+            if sigma <= 0:
+                continue
+            capped = np.minimum(np.abs(d), 4 * sigma)
+            st.base_rough = float(capped.mean()) or sigma
+            st.rough = st.base_rough
+            # The largest isolated-jump score of the healthy learning data.
+            a = d[:-1]
+            b = d[1:]
+            opposite = a * b < 0
+            small = np.minimum(np.abs(a), np.abs(b))
+            back_ok = np.abs(a + b) <= self.back * small
+            scores = np.where(opposite & back_ok, small / sigma, 0.0)
+            st.learned_max = float(scores.max()) if scores.size else 0.0
+            st.limit = max(self.k, self.learned_factor * st.learned_max)
+            st.diffs = []
+            st.x0 = st.x1 = None
+
+    def _roughness(self, name: str) -> float:
+        st = self._s[name]
+        return st.rough / st.base_rough if st.base_rough > 0 else 1.0
+
+    def check(self, r: Reading, faulty: frozenset[str]) -> Iterable[Finding]:
+        out: list[Finding] = []
+        if not r.running:
+            for each in self._s.values():
+                each.x0 = each.x1 = None
+                each.skip_next = False
+            return out
+        for name, v in r.values.items():
+            st = self._s.get(name)
+            if st is None or st.limit <= 0:
+                continue
+            if st.x0 is not None and st.x1 is not None:
+                score, jump = self._score(st, v)
+                if score >= st.limit:
+                    st.events.append((st.t1, jump))
+                    st.last_event_ms = st.t1
+                    st.skip_next = True
+                else:
+                    if not st.skip_next:
+                        d = min(abs(st.x1 - st.x0), 4 * st.sigma)
+                        st.rough += self.alpha * (d - st.rough)
+                    st.skip_next = False
+            st.x0, st.x1, st.t1 = st.x1, v, r.ts_ms
+        for name, st in self._s.items():
+            while st.events and st.events[0][0] < r.ts_ms - self.window_ms:
+                st.events.popleft()
+            if not st.active and len(st.events) >= self.count:
+                others = max((self._roughness(o) for o in self._s if o != name and o not in faulty), default=1.0)
+                if self._roughness(name) < self.own_rough and others < self.other_rough:
+                    st.active = True
+                    jumps = np.abs(np.asarray([j for _, j in st.events]))
+                    out.append(
+                        Finding(
+                            name,
+                            "spikes",
+                            True,
+                            f"{name} jumped by about {_with_unit(float(np.median(jumps)), name)} for single readings "
+                            f"{len(st.events)} times in the last {_minutes(self.window_ms)} and came straight back "
+                            f"(its normal change between readings is about {_with_unit(st.sigma, name)}); "
+                            "the machine's other signals are calm: check the sensor's cable, connector and shielding",
+                        )
+                    )
+            elif st.active and r.ts_ms - st.last_event_ms > 2 * self.window_ms:
+                st.active = False
+                out.append(Finding(name, "spikes", False))
+        return out
+
+
+# --- drift and scaling against physically related signals --------------------------------
+
+
+def _base(feature: str) -> str:
+    """The signal a model feature is made from (``load~900``: the smoothed load)."""
+    return feature.split("~", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class _Model:
+    """A learned linear relation: ``target`` from ``features``, both measured from a
+    reference temperature if ``ref`` is given (temperatures as a rise over ambient; ambient
+    as the machine's temperatures minus their rise), the reference taken with weight one."""
+
+    target: str
+    features: tuple[str, ...]
+    ref: tuple[str, ...]
+    mean: FloatArray
+    scale: FloatArray
+    coef: FloatArray
+    intercept: float
+    sigma: float  # spread of the residual on held-out learning data
+    low: FloatArray  # the operating envelope the relation was learned in, per feature
+    high: FloatArray
+
+    @property
+    def inputs(self) -> frozenset[str]:
+        return frozenset({_base(f) for f in self.features} | set(self.ref))
+
+    def predict(self, row: Mapping[str, float]) -> float | None:
+        try:
+            base = sum(row[r] for r in self.ref) / len(self.ref) if self.ref else 0.0
+            x = np.fromiter(
+                (row[f] - (base if self.ref and _unit(_base(f)) == "degC" else 0.0) for f in self.features),
+                dtype=np.float64,
+                count=len(self.features),
+            )
+        except KeyError:
+            return None
+        if np.any(x < self.low) or np.any(x > self.high):
+            return None  # outside the learned operating envelope: the relation is not trusted there
+        return float(((x - self.mean) / self.scale) @ self.coef) + self.intercept + base
+
+
+@dataclass(slots=True)
+class _Suspect:
+    since_ms: int = 0
+    blocks: int = 0
+    sudden: bool = False
+    active: bool = False
+    normal_blocks: int = 0
+    kind: IssueKind = "drift"
+    before: float = 0.0  # the reading's level (block median) just before the deviation
+
+
+class RelationCheck:
+    """Drift and scaling errors: one signal disagrees with its physically related signals.
+
+    While learning, running samples are gathered in blocks of ``block`` samples (their
+    medians, so spikes do not count), with smoothed copies of the load signals for the
+    thermal lags (:data:`THERMAL_LAGS_S`). At the end a ridge-regularised linear model is
+    fitted for every gauge signal from its partners (:data:`PARTNERS`), temperatures as a
+    rise over ambient; for each partner a second model without it, to test "this partner is
+    the faulty one". A model's residual spread is measured on the last third of the
+    learning blocks with a fit on the first two thirds (an honest out-of-sample spread).
+
+    Judging a block: a signal whose residual exceeds ``k`` spreads is a *suspect*. It is
+    isolated when every other signal still agrees with its own partners within ``k_iso``
+    spreads, with the suspect left out of their models. Only an isolated suspect is a
+    sensor fault: a machine fault shows in several signals. The issue is raised after
+    ``confirm`` isolated blocks in a row, or after ``confirm_sudden`` if the deviation
+    appeared at once (from within ``k_iso`` to more than ``2 k`` spreads from one block to
+    the next, by a factor of at least 1.1): that is a **scaling** error (a wrong range), reported with the factor;
+    a slowly growing one is a **drift**. A block where the suspect is not isolated starts
+    the count again. A deviation that appears across a stop counts as slow (a restart has
+    transients of its own). A condition signal (vibration, a temperature) that slowly reads
+    *higher* than its partners imply is exactly what a developing machine fault looks like
+    (an imbalance raises the vibration and little else; an ambient reading low against all
+    the machine's temperatures is a machine running hot): it is blamed on the sensor only
+    when a redundant measurement of the same condition (:data:`REDUNDANT`) disagrees, and
+    otherwise left to the machine-condition model. A relation is only trusted inside the
+    operating envelope it was learned in (each feature within its learned range widened by
+    ``envelope`` of it); outside, the signal is not judged. A temperature model's spread is
+    at least ``rel_floor`` of the modelled rise (thermal relations learned over a few hours
+    hold no better than that: lags and heat paths vary over the day), any other model's at
+    least ``rel_floor / 10`` of the signal's level.
+    Cleared after ``clear_blocks`` blocks back within ``k_iso`` spreads.
+    """
+
+    kinds: tuple[IssueKind, ...] = ("drift", "scaling")
+
+    def __init__(
+        self,
+        *,
+        block: int = 12,
+        k: float = 8.0,
+        k_iso: float = 4.0,
+        confirm: int = 20,
+        confirm_sudden: int = 3,
+        clear_blocks: int = 5,
+        ridge: float = 1e-2,
+        min_blocks: int = 60,
+        rel_floor: float = 0.01,
+        envelope: float = 0.25,
+    ) -> None:
+        self.block = block
+        self.k = k
+        self.k_iso = k_iso
+        self.confirm = confirm
+        self.confirm_sudden = confirm_sudden
+        self.clear_blocks = clear_blocks
+        self.ridge = ridge
+        self.min_blocks = min_blocks
+        self.rel_floor = rel_floor
+        self.envelope = envelope
+        self._ewma: dict[str, float] = {}
+        self._last_ts: int | None = None
+        self._buf: list[dict[str, float]] = []
+        self._learn_rows: list[dict[str, float]] = []
+        self._models: dict[str, _Model] = {}
+        self._without: dict[tuple[str, str], _Model] = {}
+        self._suspects: dict[str, _Suspect] = {}
+        self._prev_z: dict[str, float] = {}
+        self._prev_level: dict[str, float] = {}
+        self._contiguous = False
+        self._interval: float | None = None
+        self._lagged: set[str] = set()
+        for target, partners in PARTNERS.items():
+            if _unit(target) == "degC":
+                self._lagged.update(partners)
+        self._lag_keys = [(n, [f"{n}~{tau:.0f}" for tau in THERMAL_LAGS_S]) for n in sorted(self._lagged)]
+
+    # -- samples to blocks --
+
+    def _sample(self, r: Reading) -> dict[str, float] | None:
+        """Update the smoothed copies; returns a finished block's row, if one is complete."""
+        if self._last_ts is not None:
+            dt = r.ts_ms - self._last_ts
+            if self._interval is None:
+                self._interval = float(dt)
+            else:
+                self._interval += 0.01 * (dt - self._interval)
+            gap = dt > 5 * max(self._interval, 1.0)
+        else:
+            dt, gap = 0, True
+        self._last_ts = r.ts_ms
+        alphas = [1.0 - math.exp(-dt / 1000 / tau) for tau in THERMAL_LAGS_S]
+        ewma = self._ewma
+        for name, keys in self._lag_keys:
+            v = r.values.get(name)
+            if v is None:
+                continue
+            for key, a in zip(keys, alphas, strict=True):
+                old = ewma.get(key)
+                ewma[key] = v if old is None or gap else old + a * (v - old)
+        if not r.running or gap:
+            self._buf.clear()
+            self._contiguous = False
+            return None
+        self._buf.append(r.values)
+        if len(self._buf) < self.block:
+            return None
+        row: dict[str, float] = {}
+        names = {n for s in self._buf for n in s if n in GAUGES}
+        for n in names:
+            vals = sorted(s[n] for s in self._buf if n in s)
+            k = len(vals)
+            if 2 * k >= len(self._buf):
+                row[n] = vals[k // 2] if k % 2 else 0.5 * (vals[k // 2 - 1] + vals[k // 2])
+        row.update(self._ewma)
+        self._buf.clear()
+        return row
+
+    def learn(self, r: Reading) -> None:
+        row = self._sample(r)
+        if row is not None and len(self._learn_rows) < 20_000:
+            self._learn_rows.append(row)
+
+    # -- fitting --
+
+    def _fit(
+        self, target: str, feats: Sequence[str], ref: tuple[str, ...], rows: list[dict[str, float]]
+    ) -> _Model | None:
+        need = [target, *feats, *ref]
+        usable = [r for r in rows if all(n in r for n in need)]
+        if len(usable) < self.min_blocks:
+            return None
+
+        def design(rs: list[dict[str, float]]) -> tuple[FloatArray, FloatArray]:
+            base = np.array([sum(r[n] for n in ref) / len(ref) if ref else 0.0 for r in rs])
+            y = np.array([r[target] for r in rs]) - base
+            cols = []
+            for f in feats:
+                col = np.array([r[f] for r in rs])
+                if ref and _unit(_base(f)) == "degC":
+                    col = col - base
+                cols.append(col)
+            x = np.column_stack(cols) if cols else np.zeros((len(rs), 0))
+            return x, y
+
+        def solve(x: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray, float]:
+            mean = x.mean(axis=0) if x.shape[1] else np.zeros(0)
+            scale = x.std(axis=0) if x.shape[1] else np.zeros(0)
+            scale = np.where(scale > 1e-12, scale, 1.0)
+            xs = (x - mean) / scale
+            y0 = float(y.mean())
+            if xs.shape[1]:
+                a = xs.T @ xs + self.ridge * len(y) * np.eye(xs.shape[1])
+                coef = np.linalg.solve(a, xs.T @ (y - y0))
+            else:
+                coef = np.zeros(0)
+            return (
+                np.asarray(mean, dtype=np.float64),
+                np.asarray(scale, dtype=np.float64),
+                np.asarray(coef, dtype=np.float64),
+                y0,
+            )
+
+        x, y = design(usable)
+        cut = (2 * len(usable)) // 3
+        m1, s1, c1, i1 = solve(x[:cut], y[:cut])
+        held = y[cut:] - (((x[cut:] - m1) / s1) @ c1 + i1)
+        mean, scale, coef, y0 = solve(x, y)
+        inside = y - (((x - mean) / scale) @ coef + y0)
+        level = float(np.mean(np.abs(y)))
+        # Out-of-sample spread, never below the in-sample one nor a small share of the
+        # signal's own level (a relation fitted over a few hours holds that well at best).
+        floor = self.rel_floor if _unit(target) == "degC" else self.rel_floor / 10
+        sigma = max(_robust_spread(held), float(np.sqrt(np.mean(inside**2))), floor * level, 1e-9)
+        lo = x.min(axis=0) if x.shape[1] else np.zeros(0)
+        hi = x.max(axis=0) if x.shape[1] else np.zeros(0)
+        margin = self.envelope * (hi - lo) + 1e-9 * (1.0 + np.abs(hi))
+        # The weather is no operating point: the ambient leaves its learned range every season.
+        free = np.array([_base(f) == "ambient_temp" for f in feats], dtype=bool)
+        margin = np.where(free, np.inf, margin)
+        return _Model(target, tuple(feats), ref, mean, scale, coef, y0, sigma, lo - margin, hi + margin)
+
+    def freeze(self) -> None:
+        rows = self._learn_rows
+        self._learn_rows = []
+        if len(rows) < self.min_blocks:
+            return
+        counts: dict[str, int] = {}
+        for r in rows:
+            for n in r:
+                counts[n] = counts.get(n, 0) + 1
+        avail = {n for n, c in counts.items() if c >= 0.9 * len(rows)}
+        varies = {n for n in avail if float(np.std([r[n] for r in rows if n in r])) > 0}
+        for target in sorted(n for n in avail if _is_gauge(n) and n in varies):
+            partners = [p for p in PARTNERS.get(target, ()) if p in varies and p != target]
+            model = self._fit(target, *self._spec(target, partners), rows)
+            if model is None:
+                continue
+            self._models[target] = model
+            for p in partners:
+                m2 = self._fit(target, *self._spec(target, [q for q in partners if q != p]), rows)
+                if m2 is not None:
+                    self._without[(target, p)] = m2
+
+    def _spec(self, target: str, partners: Sequence[str]) -> tuple[list[str], tuple[str, ...]]:
+        """Features and reference of a model of ``target`` from ``partners``."""
+        temp = _unit(target) == "degC"
+        ref: tuple[str, ...] = ()
+        if temp and target == "ambient_temp":
+            ref = tuple(p for p in partners if _unit(p) == "degC")
+        elif temp and "ambient_temp" in partners:
+            ref = ("ambient_temp",)
+        feats: list[str] = []
+        for r in ref:
+            # Temperatures follow each other with thermal lags: smoothed copies of the reference.
+            feats.extend(f"{r}~{tau:.0f}" for tau in THERMAL_LAGS_S)
+        for p in partners:
+            if p in ref or (target == "ambient_temp" and _unit(p) == "degC"):
+                continue
+            feats.append(p)
+            if temp:
+                feats.extend(f"{p}~{tau:.0f}" for tau in THERMAL_LAGS_S)
+        return feats, ref
+
+    # -- judging --
+
+    def _z(self, target: str, row: Mapping[str, float], leave_out: frozenset[str]) -> float | None:
+        """Residual of ``target`` in learned spreads, with its model not using ``leave_out``."""
+        model = self._models.get(target)
+        if model is None:
+            return None
+        bad = model.inputs & leave_out
+        if bad:
+            if len(bad) > 1:
+                return None
+            alt = self._without.get((target, next(iter(bad))))
+            if alt is None:
+                return None
+            model = alt
+        pred = model.predict(row)
+        if pred is None or target not in row:
+            return None
+        return (row[target] - pred) / model.sigma
+
+    def _prediction(self, target: str, row: Mapping[str, float], leave_out: frozenset[str]) -> float | None:
+        z = self._z(target, row, leave_out)
+        model = self._models[target]
+        bad = model.inputs & leave_out
+        if z is None:
+            return None
+        m = self._without.get((target, next(iter(bad)))) if bad else model
+        return None if m is None else row[target] - z * m.sigma
+
+    def check(self, r: Reading, faulty: frozenset[str]) -> Iterable[Finding]:
+        contiguous = self._contiguous
+        row = self._sample(r)
+        if row is None or not self._models:
+            return ()
+        self._contiguous = True
+        out: list[Finding] = []
+        zs: dict[str, float] = {}
+        for target in self._models:
+            if target in faulty:
+                continue
+            z = self._z(target, row, faulty)
+            if z is not None:
+                zs[target] = z
+        for target, z in zs.items():
+            st = self._suspects.setdefault(target, _Suspect())
+            if st.active:
+                if abs(z) < self.k_iso:
+                    st.normal_blocks += 1
+                    if st.normal_blocks >= self.clear_blocks:
+                        self._suspects[target] = _Suspect()
+                        out.append(Finding(target, st.kind, False))
+                else:
+                    st.normal_blocks = 0
+                continue
+            if abs(z) < self.k:
+                if st.blocks:
+                    self._suspects[target] = _Suspect()
+                continue
+            leave = faulty | {target}
+            isolated = True
+            for other in self._models:
+                if other == target or other in faulty:
+                    continue
+                zo = self._z(other, row, leave)
+                if zo is not None and abs(zo) >= self.k_iso:
+                    isolated = False
+                    break
+            if not isolated:
+                self._suspects[target] = _Suspect()
+                continue
+            if st.blocks == 0:
+                prev = self._prev_z.get(target)
+                st.since_ms = r.ts_ms
+                # Sudden: from normal to far off in one block, by a clear factor.
+                implied = row[target] - z * self._models[target].sigma
+                factor = row[target] / implied if implied and row[target] * implied > 0 else 1.0
+                st.sudden = (
+                    contiguous
+                    and prev is not None
+                    and abs(prev) < self.k_iso
+                    and abs(z - prev) > 2 * self.k
+                    and abs(math.log(factor)) > math.log(1.1)
+                )
+                st.before = self._prev_level.get(target, row[target])
+            st.blocks += 1
+            # A vibration or temperature rising alone is what an early machine fault looks
+            # like too: blamed on the sensor only once it is far off with no trace elsewhere.
+            # (Ambient reading low against the machine's temperatures: the machine runs hot.)
+            hotter = z < 0 if target == "ambient_temp" else z > 0 and target in CONDITION_SIGNALS
+            rising = hotter and not st.sudden
+            if rising and not self._models[target].inputs & REDUNDANT.get(target, frozenset()):
+                continue
+            if st.blocks >= (self.confirm_sudden if st.sudden else self.confirm):
+                st.active = True
+                st.kind = "scaling" if st.sudden else "drift"
+                out.append(Finding(target, st.kind, True, self._detail(target, row, r.ts_ms, st, faulty)))
+        for target, z in zs.items():
+            self._prev_z[target] = z
+            if target in row and abs(z) < self.k_iso:
+                self._prev_level[target] = row[target]
+        if not contiguous:
+            self._prev_z.clear()
+        return out
+
+    def _detail(self, target: str, row: Mapping[str, float], ts_ms: int, st: _Suspect, faulty: frozenset[str]) -> str:
+        model = self._models[target]
+        partners = sorted({p for p in model.inputs if p not in faulty and p != target})
+        said = ", ".join(partners) if partners else "its own learned level"
+        pred = self._prediction(target, row, faulty) or 0.0
+        y = row[target]
+        spread = _with_unit(model.sigma, target)
+        if st.kind == "scaling" and pred and y * pred > 0 and abs(math.log(abs(y / pred))) > 0.05:
+            return (
+                f"{target} reads {_with_unit(y, target)}, {y / pred:.2f} times what {said} imply "
+                f"({_with_unit(pred, target)}); it changed at once while they did not: "
+                "a wrong transmitter range or unit in the device configuration?"
+            )
+        gap = y - pred
+        word = "higher" if gap > 0 else "lower"
+        return (
+            f"{target} reads {_with_unit(y, target)}, {_with_unit(abs(gap), target)} {word} than {said} imply "
+            f"(normal spread about {spread}), while the machine's other signals agree with each other: "
+            f"the sensor is drifting (first seen {_minutes(ts_ms - st.since_ms)} ago)"
+        )
+
+
+# --- the monitor ------------------------------------------------------------------------
+
+
+def default_checks() -> list[QualityCheck]:
+    """The checks a monitor runs unless told otherwise, in the order they are applied."""
+    return [RangeCheck(), DropoutCheck(), StuckCheck(), SpikeCheck(), RelationCheck()]
+
+
+def _parse(ts_ms: int, values: Mapping[str, Value]) -> Reading:
+    state_value = values.get("state")
+    state = state_value if isinstance(state_value, str) else None
+    running = state is None or state == "running"
+    good: dict[str, float] = {}
+    bad: dict[str, float] = {}
+    missing: set[str] = set()
+    for name, raw in values.items():
+        if name == "state" or not isinstance(name, str):
+            continue
+        sig = SIGNALS.get(name)
+        if sig is not None and sig.kind == "state":
+            continue
+        if type(raw) is float:
+            v = raw
+        elif raw is None or isinstance(raw, bool) or not isinstance(raw, int | float):
+            missing.add(name)
+            continue
+        else:
+            try:
+                v = float(raw)
+            except (OverflowError, ValueError):
+                v = math.inf if raw > 0 else -math.inf
+        if math.isnan(v):
+            missing.add(name)
+        elif not math.isfinite(v) or (sig is not None and not sig.low <= v <= sig.high):
+            bad[name] = v
+        else:
+            good[name] = v
+    return Reading(ts_ms, state, running, good, bad, missing)
+
+
+class DataQualityMonitor:
+    """The data-quality checks of one machine, fed its samples in time order.
+
+    ``learn_running_samples``: running samples of the learning period, during which the
+    checks learn the machine's own spreads and relations (assumed healthy; only the
+    physical range is judged then). With 5-second samples the default is 6 hours of
+    running: long enough to see the load vary and part of the daily temperature cycle.
+
+    :meth:`update` returns the issues raised or cleared by that sample. A sample older
+    than or as old as the last one is ignored (it cannot be placed in time order).
+    """
+
+    def __init__(self, *, learn_running_samples: int = 4320, checks: Sequence[QualityCheck] | None = None) -> None:
+        self.learn_running_samples = learn_running_samples
+        self.checks: list[QualityCheck] = list(checks) if checks is not None else default_checks()
+        self._running_seen = 0
+        self._learning = True
+        self._last_ts: int | None = None
+        self._open: dict[tuple[str, IssueKind], SensorIssue] = {}
+        #: Unexpected errors swallowed by :meth:`update` (should stay 0; logged).
+        self.internal_errors = 0
+
+    @property
+    def learning(self) -> bool:
+        return self._learning
+
+    @property
+    def faulty_signals(self) -> frozenset[str]:
+        """Signals under a sensor issue now: leave them out of the machine-condition model."""
+        return frozenset(s for s, _ in self._open)
+
+    @property
+    def open_issues(self) -> list[SensorIssue]:
+        return list(self._open.values())
+
+    def update(self, ts_ms: int, values: Mapping[str, Value]) -> list[SensorIssue]:
+        """Judge one sample; returns the issues it raised or cleared. Never raises."""
+        try:
+            return self._update(ts_ms, values)
+        except Exception:  # any input, no crash: a bug here must not stop the analytics
+            self.internal_errors += 1
+            log.exception("data-quality monitor failed on a sample at %r", ts_ms)
+            return []
+
+    def _update(self, ts_ms: int, values: Mapping[str, Value]) -> list[SensorIssue]:
+        if isinstance(ts_ms, bool) or not isinstance(ts_ms, int) or not isinstance(values, Mapping):
+            return []
+        if self._last_ts is not None and ts_ms <= self._last_ts:
+            return []
+        self._last_ts = ts_ms
+        r = _parse(ts_ms, values)
+        if self._learning:
+            self._running_seen += r.running
+            for c in self.checks:
+                c.learn(r)
+            if self._running_seen >= self.learn_running_samples:
+                self._learning = False
+                for c in self.checks:
+                    c.freeze()
+            # The physical range needs no learning.
+            return self._apply(
+                r, [f for c in self.checks if "out_of_range" in c.kinds for f in c.check(r, frozenset())]
+            )
+        findings: list[Finding] = []
+        for c in self.checks:
+            faulty = frozenset(s for s, k in self._open if k not in c.kinds) | {f.signal for f in findings if f.active}
+            findings.extend(c.check(r, faulty))
+        return self._apply(r, findings)
+
+    def _apply(self, r: Reading, findings: Iterable[Finding]) -> list[SensorIssue]:
+        out: list[SensorIssue] = []
+        for f in findings:
+            key = (f.signal, f.kind)
+            if f.active and key not in self._open:
+                issue = SensorIssue(f.signal, f.kind, r.ts_ms, f.detail, "raised", r.ts_ms)
+                self._open[key] = issue
+                out.append(issue)
+            elif not f.active and key in self._open:
+                old = self._open.pop(key)
+                out.append(SensorIssue(f.signal, f.kind, old.started_ms, old.detail, "cleared", r.ts_ms))
+        return out
