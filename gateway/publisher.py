@@ -305,11 +305,12 @@ class MqttPublisher:
             self.stats.replayed += 1
         return True
 
-    def publish_health(self, payload: bytes) -> bool:
-        """Publish a health report (QoS 1, not retained, not logged); False while disconnected."""
+    def publish_health(self, gateway_id: str, payload: bytes) -> bool:
+        """Publish ``gateway_id``'s health report (QoS 1, not retained, not logged); False while
+        disconnected."""
         if not self._connected.is_set():
             return False
-        info = self._client.publish(gateway_topic(self.client_id, "health"), payload, qos=1)
+        info = self._client.publish(gateway_topic(gateway_id, "health"), payload, qos=1)
         with self._lock:
             if info.mid in self._early:  # acknowledged before we got here
                 self._early.discard(info.mid)

@@ -311,7 +311,7 @@ def run_gateway(
             "oldest_unsent_s": f["buffer_oldest_unsent_age_s"],
             "dropped": f["buffer_dropped"],
         }
-        publisher.publish_health(encode_health(gateway_id, boot, int(time.time() * 1000), values))
+        publisher.publish_health(gateway_id, encode_health(gateway_id, boot, int(time.time() * 1000), values))
 
     try:
         done = False

@@ -488,6 +488,7 @@ def test_every_ingest_counter_is_on_platform_health(boards: dict[str, dict[str, 
         "points_written": "readings written, counted per sample",
         "batches_written": "write latency and retries say more",
         "left_in_broker": "only known when the process stops",
+        "gateway_health_reports": "the reports themselves are in the gateway measurement",
     }
     written = {k for k, v in IngestStats().as_dict().items() if isinstance(v, int | float) and not isinstance(v, bool)}
     queried = set(re.findall(r'"(\w+)"', " ".join(q.query for q in panel_queries(boards["platform-health"]))))

@@ -451,7 +451,9 @@ def test_the_document_generator_reaches_acceptance_and_rejection() -> None:
     # The property above is only worth something if both outcomes happen often enough.
     outcomes: Counter[str] = Counter()
 
-    @fuzz(150)
+    # 400 examples: in a long run of the whole suite Hypothesis has been seen to draw fewer
+    # out-of-range values than alone, with 150 sometimes none.
+    @fuzz(400)
     @given(document=messages())
     def sample(document: Obj) -> None:
         result = decode(TOPIC, to_bytes(document, True))
