@@ -74,7 +74,7 @@ def run_command(args: argparse.Namespace) -> int:
     except (PlantError, PayloadError) as exc:
         log.error("%s", exc)
         return 2
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv311)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
     if config.mqtt.username:
         client.username_pw_set(config.mqtt.username, config.mqtt.password or None)
     context = config.mqtt.ssl_context()
@@ -132,7 +132,7 @@ def _retained_state(args: argparse.Namespace) -> list[Alarm] | None:
 
     config = load_config(args.config)
     alarms: list[Alarm] = []
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv311)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
     if config.mqtt.username:
         client.username_pw_set(config.mqtt.username, config.mqtt.password or None)
     context = config.mqtt.ssl_context()

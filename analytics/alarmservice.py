@@ -31,6 +31,8 @@ from urllib.parse import urlencode
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from analytics.alarms import Lifecycle, LifecycleSettings, Verdict
 from analytics.alarmstore import AlarmStore
@@ -147,8 +149,8 @@ class InfluxAlarmChannel:
 
 
 class MqttAlarmChannel:
-    """Every transition on ``.../alarm`` (QoS 1); the machine's open alarms, retained, on
-    ``.../alarm_state``. Raises ConnectionError (retried) while the broker is away."""
+    """Every transition on ``.../alarm`` (MQTT v5, QoS 1); the machine's open alarms, retained,
+    on ``.../alarm_state``. Raises ConnectionError (retried) while the broker is away."""
 
     name = "mqtt"
 
@@ -183,7 +185,7 @@ class MqttAlarmChannel:
 
 
 def _client(config: MqttConfig, client_id: str) -> mqtt.Client:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     if config.username:
         client.username_pw_set(config.username, config.password or None)
     context = config.ssl_context()
@@ -194,7 +196,10 @@ def _client(config: MqttConfig, client_id: str) -> mqtt.Client:
 
 
 class CommandListener:
-    """Receives commands from ``birlik/_alarms/command`` (QoS 1) into a queue."""
+    """Receives commands from ``birlik/_alarms/command`` (QoS 1) into a queue.
+
+    A persistent session (MQTT v5, fixed client id, kept a day): commands sent while the
+    worker restarts wait in the broker."""
 
     def __init__(self, config: MqttConfig, *, client_id: str) -> None:
         self.commands: queue.Queue[Command] = queue.Queue(maxsize=10_000)
@@ -202,7 +207,11 @@ class CommandListener:
         self._client = _client(config, client_id)
         self._client.on_connect = lambda c, u, f, r, p: c.subscribe(COMMAND_TOPIC, qos=1)
         self._client.on_message = self._on_message
-        self._client.connect_async(config.host, config.port, keepalive=config.keepalive_s)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 24 * 3600
+        self._client.connect_async(
+            config.host, config.port, keepalive=config.keepalive_s, clean_start=False, properties=props
+        )
         self._client.loop_start()
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
