@@ -262,6 +262,10 @@ class AlarmService:
         self._sensor_seen: dict[MachinePath, tuple[tuple[str, str], ...]] = {}
         stored = store.get_state("cursor", {})
         self._cursors: dict[str, int] = stored if isinstance(stored, dict) else {}
+        models = store.get_state("models", {})
+        self._models: dict[str, Any] = models if isinstance(models, dict) else {}
+        if models and set(self._models) != set(self._cursors):
+            self._models = {}  # saved apart from the cursors (an older version): relearn
         open_now = [a for a in restored if a.open]
         if open_now:
             log.info("alarms: %d open alarm(s) read back from %s", len(open_now), store.path)
@@ -378,10 +382,19 @@ class AlarmService:
         value = self._cursors.get(str(path))
         return int(value) if isinstance(value, int) else None
 
-    def save_cursors(self, cursors: Mapping[MachinePath, int]) -> None:
-        """Remember how far each machine was scored (after its scores and transitions are stored)."""
+    def save_cursors(self, cursors: Mapping[MachinePath, int], models: Mapping[MachinePath, Any] | None = None) -> None:
+        """Remember how far each machine was scored (after its scores and transitions are
+        stored) and, when given, what its detector learned up to there."""
         self._cursors.update({str(p): ts for p, ts in cursors.items()})
-        self.store.set_state("cursor", self._cursors)
+        if models is None:
+            self.store.set_state("cursor", self._cursors)
+            return
+        self._models.update({str(p): m for p, m in models.items()})
+        self.store.set_states({"cursor": self._cursors, "models": self._models})
+
+    def model(self, path: MachinePath) -> Any:
+        """The detector state saved for ``path`` with its cursor, if any."""
+        return self._models.get(str(path))
 
     def close(self, drain_s: float = 5.0) -> None:
         self.notifier.drain(drain_s)

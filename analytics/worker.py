@@ -41,6 +41,8 @@ class AnalyticsStats:
     anomalous_samples: int = 0
     #: Sensor issues raised by the data-quality checks.
     sensor_issues: int = 0
+    #: Machines whose detector went on from its saved state after a restart.
+    models_restored: int = 0
     alerts_raised: int = 0
     alerts_cleared: int = 0
     machines: int = 0
@@ -105,6 +107,9 @@ class AnalyticsWorker:
         self.max_rows = max_rows
         #: The alarm lifecycle (ISA-18.2), stored and notified; None: alerts only.
         self.alarms = alarms
+        #: How often the detectors' states are saved with the cursors (wall seconds).
+        self.models_every_s = 60.0
+        self._models_saved = time.monotonic()
         self.stats = AnalyticsStats()
         self.tracker = AlertTracker(
             raise_after=config.raise_after,
@@ -130,14 +135,41 @@ class AnalyticsWorker:
                     done = self.alarms.cursor(path) if self.alarms is not None else None
                     if done is not None and done > start:  # scored before a restart: go on from there
                         start = done
-                    self._machines[path] = _Machine(
+                    machine = _Machine(
                         path,
                         tags.get("kind", ""),
                         self.detector_factory(self.config.warmup_samples),
                         start,
                         quality=DataQualityMonitor() if self.config.data_quality else None,
                     )
+                    if done is not None and done > self.since_ms - 1:
+                        self._restore_model(machine)
+                    self._machines[path] = machine
         self.stats.machines = len(self._machines)
+
+    def _restore_model(self, m: _Machine) -> None:
+        """Go on with what the detector had learned before a restart (not relearning from
+        whatever the machine does now, which may be a developing fault)."""
+        saved = self.alarms.model(m.path) if self.alarms is not None else None
+        load = getattr(m.detector, "load_state", None)
+        if not isinstance(saved, dict) or load is None:
+            return
+        try:
+            load(saved["detector"])
+            settled = saved.get("settled_from", 0)
+            m.settled_from = settled if isinstance(settled, int) or settled is None else 0
+            self.stats.models_restored += 1
+        except (KeyError, ValueError) as exc:
+            log.warning("%s: the saved detector state cannot be used (%s); learning again", m.path, exc)
+            m.detector = self.detector_factory(self.config.warmup_samples)
+
+    def _models(self) -> dict[MachinePath, Any]:
+        out: dict[MachinePath, Any] = {}
+        for m in self._machines.values():
+            state = getattr(m.detector, "state", None)
+            if callable(state):
+                out[m.path] = {"detector": state(), "settled_from": m.settled_from}
+        return out
 
     def poll_once(self) -> int:
         """Score every new sample once; returns how many samples were read."""
@@ -190,7 +222,11 @@ class AnalyticsWorker:
             self.influx.write(lines)
         if self.alarms is not None:
             self.alarms.tick()
-            self.alarms.save_cursors({m.path: m.last_ts for m in machines})
+            now = time.monotonic()
+            models = None
+            if now - self._models_saved >= self.models_every_s:
+                models, self._models_saved = self._models(), now
+            self.alarms.save_cursors({m.path: m.last_ts for m in machines}, models)
         for alert in alerts:
             self._emit(alert)
         self.stats.polls += 1
@@ -323,6 +359,8 @@ class AnalyticsWorker:
                         time.sleep(min(0.1, max(end - time.monotonic(), 0)))
         except KeyboardInterrupt:
             pass
+        if self.alarms is not None:  # what the detectors learned, for the next start
+            self.alarms.save_cursors({m.path: m.last_ts for m in self._machines.values()}, self._models())
         s = self.stats
         by_machine = Counter(s.alerts_by_machine)
         log.info(

@@ -279,3 +279,55 @@ def test_a_stuck_sensor_raises_a_sensor_alarm_not_a_machine_alarm(config: Any, i
     issues = [r for s in influx.query('SELECT * FROM "sensor_issue"') for r in s.records()]
     assert {(r["signal"], r["issue"], r["state"]) for r in issues} >= {("bearing_temp", "stuck", "raised")}
     store.close()
+
+
+def test_a_restarted_worker_goes_on_with_what_it_learned_and_does_not_learn_a_fault_as_normal(
+    config: Any, influx: Any, tmp_path: Path
+) -> None:
+    """The pump's vibration rises from 2 to 4 mm/s and stays there. A worker stopped while the
+    fault develops and started again goes on with its saved baseline; a worker started afresh
+    at that point learns 4 mm/s as this pump's normal."""
+    from analytics.alarmservice import AlarmService
+    from analytics.detectors import DETECTORS
+    from analytics.worker import AnalyticsWorker
+
+    rng = np.random.default_rng(4)
+    start = (int(time.time()) - 2 * 3600) * 1000
+
+    def write(first: int, last: int) -> None:
+        lines = []
+        for i in range(first, last):
+            vib = 2.0 + min(max(i - 1000, 0) * 0.002, 2.0) + rng.normal(0, 0.05)
+            fields = {
+                "vibration_rms": round(vib, 4),
+                "bearing_temp": round(50 + rng.normal(0, 0.2), 3),
+                "state": "running",
+            }
+            lines.append(encode_point("telemetry", {**TAGS, "kind": "centrifugal_pump"}, fields, start + i * 1000))
+        influx.write(lines)
+
+    def worker(store_path: Path, since_ms: int) -> tuple[AnalyticsWorker, AlarmService]:
+        config.alarms.store = str(store_path)
+        service = AlarmService(config.alarms, AlarmStore(store_path), [])
+        w = AnalyticsWorker(
+            influx, config.analytics, detector_factory=DETECTORS["zscore"], since_ms=since_ms, alarms=service
+        )
+        return w, service
+
+    write(0, 2000)
+    first, service = worker(tmp_path / "kept.sqlite", start)
+    first.run(once=True)
+    service.close(drain_s=0)
+    assert first.stats.anomalous_samples > 500  # the rise was seen
+    write(2000, 3000)
+
+    resumed, service = worker(tmp_path / "kept.sqlite", start)
+    resumed.run(once=True)
+    service.close(drain_s=0)
+    assert resumed.stats.models_restored == 1 and resumed.stats.samples_read == 1000
+    assert resumed.stats.anomalous_samples == 1000  # still abnormal: the baseline is the healthy one
+
+    fresh, service = worker(tmp_path / "fresh.sqlite", start + 2000_000)
+    fresh.run(once=True)
+    service.close(drain_s=0)
+    assert fresh.stats.models_restored == 0 and fresh.stats.anomalous_samples == 0  # learned the fault as normal

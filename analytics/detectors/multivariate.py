@@ -517,6 +517,17 @@ class MovingAverageFeatures:
     def score_one(self, x: Mapping[str, float]) -> float:
         return self.detector.update_one(self._row(x))
 
+    def state(self) -> dict[str, object]:
+        return {"names": list(self.names), "detector_state": self.detector.state()}
+
+    def load_state(self, state: dict[str, object]) -> None:
+        inner = state.get("detector_state")
+        names = state.get("names")
+        if not isinstance(inner, dict) or not isinstance(names, list):
+            raise ValueError("bad moving_average state")
+        self.detector = MovingAverageDetector.from_state(inner)
+        self.names = [str(n) for n in names]
+
     def normal(self, name: str) -> float | None:
         """The learned typical level of feature ``name`` (None if it is not monitored)."""
         d = self.detector

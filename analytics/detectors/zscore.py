@@ -89,6 +89,39 @@ class ZScoreDetector:
         z = np.where(self._rising[idx], z, np.abs(z))
         return z, names
 
+    def state(self) -> dict[str, object]:
+        """What it learned, as JSON-ready values (see :meth:`load_state`)."""
+        return {
+            "v": 1,
+            "detector": self.name,
+            "features": list(self.features),
+            "n": self._n.tolist(),
+            "mean": self._mean.tolist(),
+            "m2": self._m2.tolist(),
+            "seen": self._seen,
+            "std": None if self._std is None else self._std.tolist(),
+        }
+
+    def load_state(self, state: dict[str, object]) -> None:
+        """Go on from a :meth:`state`; raises ValueError if it does not fit."""
+        try:
+            if state.get("v") != 1 or state.get("detector") != self.name:
+                raise ValueError("not a zscore state, version 1")
+            names = [str(f) for f in state["features"]]  # type: ignore[attr-defined]
+            k = len(names)
+            arrays = [np.asarray(state[key], dtype=float).reshape(k) for key in ("n", "mean", "m2")]
+            std = state["std"]
+            std_arr = None if std is None else np.asarray(std, dtype=float).reshape(k)
+            seen = int(state["seen"])  # type: ignore[call-overload]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"bad zscore state: {exc}") from None
+        if not all(np.isfinite(a).all() for a in arrays) or (std_arr is not None and not (std_arr > 0).all()):
+            raise ValueError("bad zscore state: values out of range")
+        self.features, self._index = names, {n: i for i, n in enumerate(names)}
+        self._n, self._mean, self._m2 = arrays
+        self._std, self._seen = std_arr, seen
+        self._rising = np.array([f in RISING_ONLY for f in self.features], dtype=bool)
+
     def normal(self, name: str) -> float | None:
         """The learned normal level of feature ``name`` (None before the warm-up ends)."""
         i = self._index.get(name)
