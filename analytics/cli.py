@@ -17,16 +17,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         "analytics",
         parents=[common],
         help="score new readings for anomalies, store scores, raise alerts",
-        description="Poll InfluxDB for new readings of every machine, score them with an anomaly detector "
-        "that learns each machine's normal behaviour, write the scores back (measurement 'anomaly'), and "
-        "raise and clear alerts (measurement 'alert', MQTT topic birlik/<tenant>/<site>/<line>/<machine>/alert). "
-        "Settings: [analytics] in the config file or BIRLIK_ANALYTICS_*.",
+        description="Score every machine's readings with an anomaly detector that learns each machine's normal "
+        "behaviour, check its sensors, write the scores back (measurements 'anomaly', 'health', 'sensor_issue'), "
+        "and raise alarms (stored, then notified; see 'birlik alarms'). Live, it reads the telemetry from the "
+        "broker as it arrives; with --since it reads InfluxDB from that time on (backfills, replays). "
+        "Settings: [analytics] and [alarms] in the config file or BIRLIK_ANALYTICS_*, BIRLIK_ALARMS_*.",
     )
     p.add_argument(
         "--since",
         type=parse_start,
         default=None,
-        help="score readings from this time: now-1h or ISO time (default: now - lookback_s)",
+        help="read InfluxDB from this time on: now-1h or ISO time (default: live from the broker)",
+    )
+    p.add_argument(
+        "--poll",
+        action="store_true",
+        help="live, but by polling InfluxDB (from now - lookback_s) instead of reading the broker",
     )
     p.add_argument("--once", action="store_true", help="score what is there, then exit (batch mode)")
     p.add_argument("--stats-file", default=None, help="keep counters in this JSON file (config: analytics.stats_file)")
@@ -75,7 +81,20 @@ def run(args: argparse.Namespace) -> int:
             influx, config.analytics, detector_factory=factory, channels=channels, since_ms=since_ms, alarms=alarms
         )
         try:
-            worker.run(once=args.once)
+            if args.since is None and not args.poll and not args.once and not args.no_mqtt:
+                from analytics.stream import TelemetryStream
+
+                stream = TelemetryStream(
+                    config.mqtt,
+                    client_id=f"{config.analytics.client_id}-stream",
+                    share_group=config.analytics.share_group,
+                )
+                try:
+                    worker.run_live(stream)
+                finally:
+                    stream.close()
+            else:
+                worker.run(once=args.once)
         finally:
             for channel in channels:
                 channel.close()

@@ -9,6 +9,7 @@ point; alert transitions become ``alert`` points and go out through the alert ch
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -22,11 +23,12 @@ from analytics.detectors import Detector
 from analytics.features import features
 from analytics.quality import DataQualityMonitor, SensorIssue
 from analytics.rul import RulTracker
+from analytics.stream import TelemetryStream, run_stream
 from birlik import schema
 from birlik.config import AnalyticsConfig
 from birlik.influx import InfluxClient, InfluxUnavailable, quote_ident, quote_string
 from birlik.lineprotocol import encode_point
-from birlik.payload import Alert
+from birlik.payload import Alert, Telemetry
 from birlik.stats import StatsFile
 from birlik.topics import MachinePath, TopicError
 
@@ -131,20 +133,7 @@ class AnalyticsWorker:
                 except (KeyError, TopicError):
                     continue
                 if path not in self._machines:
-                    start = self.since_ms - 1
-                    done = self.alarms.cursor(path) if self.alarms is not None else None
-                    if done is not None and done > start:  # scored before a restart: go on from there
-                        start = done
-                    machine = _Machine(
-                        path,
-                        tags.get("kind", ""),
-                        self.detector_factory(self.config.warmup_samples),
-                        start,
-                        quality=DataQualityMonitor() if self.config.data_quality else None,
-                    )
-                    if done is not None and done > self.since_ms - 1:
-                        self._restore_model(machine)
-                    self._machines[path] = machine
+                    self.machine(path, tags.get("kind", ""))
         self.stats.machines = len(self._machines)
 
     def _restore_model(self, m: _Machine) -> None:
@@ -170,6 +159,18 @@ class AnalyticsWorker:
             if callable(state):
                 out[m.path] = {"detector": state(), "settled_from": m.settled_from}
         return out
+
+    def _after_batch(self, machines: list[_Machine]) -> None:
+        """Once the batch's points are written: the alarms' clock, and the cursors (with the
+        detectors' states now and then) saved."""
+        if self.alarms is None:
+            return
+        self.alarms.tick()
+        now = time.monotonic()
+        models = None
+        if now - self._models_saved >= self.models_every_s:
+            models, self._models_saved = self._models(), now
+        self.alarms.save_cursors({m.path: m.last_ts for m in machines}, models)
 
     def poll_once(self) -> int:
         """Score every new sample once; returns how many samples were read."""
@@ -200,39 +201,100 @@ class AnalyticsWorker:
                     ts = int(values.pop("time"))
                     read += 1
                     machine.last_ts = max(machine.last_ts, ts)
-                    quality = machine.quality
-                    if quality is not None:
-                        for issue in quality.update(ts, values):
-                            self.stats.sensor_issues += issue.state == "raised"
-                            lines.append(_issue_point(machine, issue))
-                    scored = self._score(machine, ts, values, lines, alerts)
-                    if self.alarms is not None:
-                        self.alarms.sample(
-                            machine.path,
-                            machine.kind,
-                            ts,
-                            values,
-                            scored=scored,
-                            estimate=machine.rul.latest,
-                            sensor_issues=quality.open_issues if quality is not None else None,
-                        )
+                    self.sample(machine, ts, values, lines, alerts)
             if machine.last_ts >= self.since_ms:
                 self.stats.last_ts_by_machine[str(machine.path)] = machine.last_ts
         if lines:
             self.influx.write(lines)
-        if self.alarms is not None:
-            self.alarms.tick()
-            now = time.monotonic()
-            models = None
-            if now - self._models_saved >= self.models_every_s:
-                models, self._models_saved = self._models(), now
-            self.alarms.save_cursors({m.path: m.last_ts for m in machines}, models)
+        self._after_batch(machines)
         for alert in alerts:
             self._emit(alert)
         self.stats.polls += 1
         self.stats.samples_read += read
         self._stats_file.update({**self.stats.as_dict(), "running": True})
         return read
+
+    def machine(self, path: MachinePath, kind: str) -> _Machine:
+        """The machine's state, created (and restored from a saved model) when first seen."""
+        m = self._machines.get(path)
+        if m is None:
+            start = self.since_ms - 1
+            done = self.alarms.cursor(path) if self.alarms is not None else None
+            if done is not None and done > start:  # scored before a restart: go on from there
+                start = done
+            m = _Machine(
+                path,
+                kind,
+                self.detector_factory(self.config.warmup_samples),
+                start,
+                quality=DataQualityMonitor() if self.config.data_quality else None,
+            )
+            if done is not None and done > self.since_ms - 1:
+                self._restore_model(m)
+            self._machines[path] = m
+            self.stats.machines = len(self._machines)
+        return m
+
+    def sample(self, m: _Machine, ts: int, values: dict[str, Any], lines: list[str], alerts: list[Alert]) -> None:
+        """Everything done with one sample: sensor checks, scoring, health, alarms."""
+        quality = m.quality
+        if quality is not None:
+            for issue in quality.update(ts, values):
+                self.stats.sensor_issues += issue.state == "raised"
+                lines.append(_issue_point(m, issue))
+        scored = self._score(m, ts, values, lines, alerts)
+        if self.alarms is not None:
+            self.alarms.sample(
+                m.path,
+                m.kind,
+                ts,
+                values,
+                scored=scored,
+                estimate=m.rul.latest,
+                sensor_issues=quality.open_issues if quality is not None else None,
+            )
+
+    def emit(self, alerts: list[Alert]) -> None:
+        for alert in alerts:
+            self._emit(alert)
+
+    # --- live, from the broker (analytics/stream.py) ---------------------------------------
+
+    def score_telemetry(self, telemetry: object, lines: list[str], alerts: list[Alert]) -> int:
+        """Every sample of one decoded telemetry message, in arrival order; how many."""
+        assert isinstance(telemetry, Telemetry)
+        m = self.machine(telemetry.path, telemetry.kind or "")
+        for sample in telemetry.samples:
+            self.sample(m, sample.ts_ms, dict(sample.values), lines, alerts)
+            m.last_ts = max(m.last_ts, sample.ts_ms)
+        self.stats.samples_read += len(telemetry.samples)
+        return len(telemetry.samples)
+
+    def run_live(self, stream: TelemetryStream, should_stop: Callable[[], bool] = lambda: False) -> AnalyticsStats:
+        """Score the broker's telemetry as it arrives until ``should_stop()`` (or SIGTERM)."""
+        log.info(
+            "analytics: %s detector (warm-up %d samples, threshold %.1f), live from %s (%s, MQTT v5, QoS 1, "
+            "acknowledged after the scores are written) -> %s; channels: %s",
+            self.config.detector,
+            self.config.warmup_samples,
+            self.config.threshold,
+            stream.config.url,
+            stream.topic_filter,
+            self.influx.settings.url,
+            ", ".join(c.name for c in self.channels) or "none",
+        )
+
+        def after(alerts: list[Alert]) -> None:
+            self._after_batch(list(self._machines.values()))
+            self.emit(alerts)
+            self.stats.polls += 1
+            self._stats_file.update({**self.stats.as_dict(), "running": True})
+
+        with contextlib.suppress(KeyboardInterrupt):
+            run_stream(
+                stream, score=self.score_telemetry, write=self.influx.write, after_batch=after, should_stop=should_stop
+            )
+        return self._stopped()
 
     def _score(
         self, m: _Machine, ts: int, values: dict[str, Any], lines: list[str], alerts: list[Alert]
@@ -359,6 +421,9 @@ class AnalyticsWorker:
                         time.sleep(min(0.1, max(end - time.monotonic(), 0)))
         except KeyboardInterrupt:
             pass
+        return self._stopped()
+
+    def _stopped(self) -> AnalyticsStats:
         if self.alarms is not None:  # what the detectors learned, for the next start
             self.alarms.save_cursors({m.path: m.last_ts for m in self._machines.values()}, self._models())
         s = self.stats

@@ -145,6 +145,9 @@ class AnalyticsConfig:
     raise_after: int = 5
     clear_after: int = 20
     client_id: str = "birlik-analytics"
+    #: Live from the broker: several analytics processes with the same group share the
+    #: machines' messages (MQTT v5 $share); empty: this process reads them all.
+    share_group: str = ""
     #: Data-quality checks of every sensor (stuck, dropout, out of range, spikes, drift,
     #: scaling): sensor alarms, and a faulty sensor kept out of the machine model.
     data_quality: bool = True
@@ -402,7 +405,13 @@ def _validate(config: Config) -> None:
             )
     _validate_gateway(config)
     _validate_alarms(config)
-    for key in ("ingest.client_id", "ingest.share_group", "repair.client_id"):
+    for key in (
+        "ingest.client_id",
+        "ingest.share_group",
+        "repair.client_id",
+        "analytics.client_id",
+        "analytics.share_group",
+    ):
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
         if any(c in value for c in "/+#") or len(value) > 128 or (name == "client_id" and not value):

@@ -331,3 +331,63 @@ def test_a_restarted_worker_goes_on_with_what_it_learned_and_does_not_learn_a_fa
     fresh.run(once=True)
     service.close(drain_s=0)
     assert fresh.stats.models_restored == 0 and fresh.stats.anomalous_samples == 0  # learned the fault as normal
+
+
+def test_live_from_the_broker_in_arrival_order_future_and_late_samples_neither_blind_nor_escape(
+    tmp_path: Path,
+) -> None:
+    from birlik.payload import encode_telemetry
+    from tests.ingest_procs import Publisher
+
+    db = "alarms_live"
+    base = (int(time.time()) - 1800) * 1000
+    rng = np.random.default_rng(11)
+
+    def message(seq: int, ts: int, vib: float) -> tuple[str, bytes]:
+        values = {"vibration_rms": round(vib + rng.normal(0, 0.05), 4), "bearing_temp": 50.0, "state": "running"}
+        return PUMP.topic(), encode_telemetry(
+            gateway="gw-live", seq=seq, kind="centrifugal_pump", samples=[(ts, values)]
+        )
+
+    with Supervisor(tmp_path / "s") as sup:
+        broker = sup.start_mosquitto(port=free_port())
+        influx = sup.start_influxdb()
+        with InfluxClient(InfluxSettings(url=influx.url, database=db)) as client:
+            client.create_database()
+        worker = sup.start(
+            "analytics",
+            [*birlik_command(), "analytics", "--stats-file", str(tmp_path / "a.stats.json")],
+            env={
+                "BIRLIK_CONFIG": "",
+                "BIRLIK_MQTT_URL": broker.url,
+                "BIRLIK_INFLUX_URL": influx.url,
+                "BIRLIK_INFLUX_DATABASE": db,
+                "BIRLIK_ANALYTICS_WARMUP_SAMPLES": "60",
+                "BIRLIK_ALARMS_STORE": str(tmp_path / "alarms.sqlite"),
+                "BIRLIK_ANALYTICS_DATA_QUALITY": "false",
+            },
+        )
+        wait_until(lambda: "live from" in worker.log_path.read_text(), 30, "the worker started")
+        time.sleep(1.0)  # subscribed
+        pub = Publisher(broker.host, broker.port)
+        batch = [message(i + 1, base + i * 1000, 2.0) for i in range(200)]
+        batch[150] = message(151, base + 23 * 3600_000, 2.0)  # a clock 23 h ahead
+        batch += [message(201 + i, base + (200 + i) * 1000, 4.5) for i in range(40)]  # a fault
+        batch += [message(241 + i, base - (100 - i) * 1000, 2.0) for i in range(20)]  # late, older than all
+        pub.publish(batch)
+        pub.close()
+
+        def scored() -> int:
+            with InfluxClient(InfluxSettings(url=influx.url, database=db)) as client:
+                series = client.query('SELECT COUNT("score") FROM "anomaly"')
+            return int(series[0].values[0][1]) if series else 0
+
+        wait_until(lambda: scored() >= 260 - 60, 60, "every sample after the warm-up scored")
+        with InfluxClient(InfluxSettings(url=influx.url, database=db)) as client:
+            times = [r["time"] for s in client.query('SELECT "score" FROM "anomaly"') for r in s.records()]
+        assert sum(base + 150_000 < t < base + 3600_000 for t in times) == 89  # after the future one: not blinded
+        assert sum(t < base for t in times) == 20  # the late ones, scored when they came
+        store_path = tmp_path / "alarms.sqlite"
+        wait_until(lambda: any(a.transition == "raised" for a in AlarmStore(store_path).transitions()), 30, "alarm")
+        assert sup.stop(worker) == 0
+        assert "acknowledged after the scores are written" in worker.log_path.read_text()
