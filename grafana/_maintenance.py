@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.models import dashboard as models
 
-from birlik.schema import ALERT, ANOMALY, TELEMETRY
+from birlik.schema import ALARM, ALERT, ANOMALY, HEALTH, TELEMETRY
 from grafana._influxql import InfluxQL, group_by, matches, where
 from grafana._panels import (
     ANOMALOUS,
@@ -94,13 +94,53 @@ def predictive_maintenance() -> models.Dashboard:
                 "so only the site selector applies).",
             )
         )
+        .with_row(row("Health and remaining useful life"))
+        .with_panel(
+            time_series(
+                "Health",
+                InfluxQL(
+                    f'SELECT MIN("health") AS "health" FROM "{HEALTH}" {where(*_SELECTED)} {group_by("machine")}'
+                ).alias("$tag_machine"),
+                description="Each machine's health, 1 healthy to 0 failed: its anomaly score as a share of the "
+                "failure level (four times the alarm threshold), averaged over 10 minutes (analytics/rul.py).",
+                steps=((None, "red"), (0.25, "orange"), (0.5, "green")),
+                span=12,
+            )
+        )
+        .with_panel(
+            table_panel(
+                "Remaining useful life",
+                InfluxQL(
+                    'SELECT LAST("rul_h") AS "hours left", LAST("rul_low_h") AS "at least", '
+                    'LAST("rul_high_h") AS "at most", LAST("health") AS "health" '
+                    f'FROM "{HEALTH}" {where(*_SELECTED)} GROUP BY "machine"'
+                ),
+                description="Machines whose health indicator rises: the hours until it reaches the failure level "
+                "at its recent trend, with the band of that estimate. A straight line errs early on faults that "
+                "accelerate. Machines that do not degrade are not listed.",
+                span=12,
+            )
+        )
         .with_row(row("Condition trends"))
         .with_panel(
             time_series("Vibration", _per_machine("vibration_rms"), unit="suffix: mm/s", steps=VIBRATION_STEPS, span=8)
         )
         .with_panel(time_series("Bearing temperature", _per_machine("bearing_temp"), unit="celsius", span=8))
         .with_panel(time_series("Motor temperature", _per_machine("motor_temp"), unit="celsius", span=8))
-        .with_row(row("Alerts"))
+        .with_row(row("Alarms"))
+        .with_panel(
+            table_panel(
+                "Alarm history",
+                InfluxQL(
+                    'SELECT "site", "line", "machine", "kind", "priority", "state", "transition", "title", "text", '
+                    f'"user", "comment" FROM "{ALARM}" {where(matches("site", "site"))} ORDER BY time DESC LIMIT 200'
+                ),
+                description="Every alarm transition (ISA-18.2: raised, acknowledged, returned, shelved, cleared...), "
+                "newest first, with who acknowledged or shelved it and why. Act on alarms with 'birlik alarms'.",
+                span=24,
+                height=10,
+            )
+        )
         .with_panel(
             table_panel(
                 "Alert history",

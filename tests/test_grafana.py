@@ -20,7 +20,7 @@ import grafana
 from birlik.config import Config
 from birlik.influx import InfluxClient, Series
 from birlik.lineprotocol import encode_point
-from birlik.schema import ALERT, ANOMALY, INGEST, TELEMETRY
+from birlik.schema import ALARM, ALERT, ANOMALY, HEALTH, INGEST, TELEMETRY
 from grafana import cli as grafana_cli
 from grafana import expand_macros, panel_queries
 from ops.cli import common_options
@@ -258,6 +258,25 @@ def grafana_data(config: Config, influx: InfluxClient) -> KnownData:
                         raised + 60_000,
                     )
                 )
+        if kind == "air_compressor":  # its alarm, and its health falling with a remaining life
+            raised = start_ms + 100 * SAMPLE_S * 1000
+            lines.append(
+                encode_point(
+                    ALARM,
+                    {**{k: v for k, v in tags.items() if k != "kind"}, "kind": "condition", "priority": "medium",
+                     "state": "unack_active", "transition": "raised"},
+                    {"id": f"{machine}.condition.{raised}", "seq": 1, "key": f"{machine}.condition.{raised}#1",
+                     "title": f"{machine}: oil temp abnormal", "text": "oil_temp 96 degC, 14 K above normal",
+                     "user": "", "comment": ""},
+                    raised,
+                )
+            )  # fmt: skip
+        for i in range(0, SAMPLES, 10):
+            falling = kind == "air_compressor"
+            health = {"indicator": 0.06 * i if falling else 0.2, "health": 1 - 0.015 * i if falling else 0.95}
+            if falling:
+                health |= {"rul_h": 40.0 - 0.1 * i, "rul_low_h": 30.0, "rul_high_h": 60.0}
+            lines.append(encode_point(HEALTH, tags, health, start_ms + i * SAMPLE_S * 1000))
     for client_id, k, ts in _health_points(end_ms):
         lines.append(encode_point(INGEST, {"client_id": client_id}, _health_fields(client_id, k), ts))
     influx.write(lines)
@@ -726,10 +745,21 @@ async def test_every_query_returns_data_after_a_short_simulated_run(
         await wait_for(lambda: ingest.stats.readings_written >= publisher.stats.readings)
         await wait_for(lambda: health_points() >= 5)
     health = KnownData(end_ms, int(time.time() * 1000), {}, interval="100ms")
+    from analytics.alarmservice import AlarmService, InfluxAlarmChannel
+    from analytics.alarmstore import AlarmStore
+
+    config.alarms.store = str(Path(config.ingest.dead_letters).parent / "alarms.sqlite")
+    alarms = AlarmService(config.alarms, AlarmStore(config.alarms.store), [InfluxAlarmChannel(influx)])
     worker = AnalyticsWorker(
-        influx, config.analytics, detector_factory=DETECTORS["zscore"], channels=[LogChannel()], since_ms=start_ms
+        influx,
+        config.analytics,
+        detector_factory=DETECTORS["zscore"],
+        channels=[LogChannel()],
+        since_ms=start_ms,
+        alarms=alarms,
     )
     stats = worker.run(once=True)
+    alarms.close(drain_s=30)
     assert stats.alerts_raised >= 2  # the two pumps' bearings
 
     run = KnownData(start_ms, end_ms, {m.id: m.path.site for m in plant.machines()})
