@@ -256,6 +256,7 @@ class AlarmService:
         self.notifier = Notifier(store, channels)
         self.commands = commands
         self._trends: dict[tuple[MachinePath, str], _Trend] = {}
+        self._trended: dict[MachinePath, int] = {}
         self._arrival: dict[MachinePath, float] = {}
         self._last_ts: dict[MachinePath, int] = {}
         self.transitions = 0
@@ -304,9 +305,11 @@ class AlarmService:
         state = values.get("state")
         if isinstance(state, str):
             out += self.lifecycle.machine_state(path, state, ts_ms)
-        for name, value in values.items():
-            if isinstance(value, float) and name in SIGNALS and math.isfinite(value):
-                self._trends.setdefault((path, name), _Trend()).add(ts_ms, value)
+        if ts_ms - self._trended.get(path, ts_ms - 60_000) >= 60_000:  # trends keep a point a minute
+            self._trended[path] = ts_ms
+            for name, value in values.items():
+                if isinstance(value, float) and name in SIGNALS and math.isfinite(value):
+                    self._trends.setdefault((path, name), _Trend()).add(ts_ms, value)
         if sensor_issues is not None:
             out += self._sensor(path, ts_ms, sensor_issues)
         if scored is not None:

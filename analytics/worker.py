@@ -27,7 +27,7 @@ from analytics.stream import TelemetryStream, run_stream
 from birlik import schema
 from birlik.config import AnalyticsConfig
 from birlik.influx import InfluxClient, InfluxUnavailable, quote_ident, quote_string
-from birlik.lineprotocol import encode_point
+from birlik.lineprotocol import encode_point, format_field
 from birlik.payload import Alert, Telemetry
 from birlik.stats import StatsFile
 from birlik.topics import MachinePath, TopicError
@@ -67,6 +67,8 @@ class _Machine:
     rul: RulTracker = field(default_factory=RulTracker)
     #: Sensor checks (stuck, dropout, out of range, spikes, drift, scaling); None: off.
     quality: DataQualityMonitor | None = None
+    #: The measurement and tags of its anomaly points, in line protocol (built on first use).
+    anomaly_head: str | None = None
 
 
 def _issue_point(m: _Machine, issue: SensorIssue) -> str:
@@ -326,18 +328,15 @@ class AnalyticsWorker:
         self.stats.samples_scored += 1
         self.stats.anomalous_samples += anomalous
         tags = {"tenant": m.path.tenant, "site": m.path.site, "line": m.path.line, "machine": m.path.machine}
+        head = m.anomaly_head
+        if head is None:  # the measurement and tags of this machine's anomaly points, built once
+            head = m.anomaly_head = encode_point(
+                schema.ANOMALY, {**tags, "kind": m.kind, "detector": detector.name}, {"x": 0}
+            ).rsplit(" ", 1)[0]
+        signal_field = format_field(signal)  # catalogue names: no escaping needed, but quoted
         lines.append(
-            encode_point(
-                schema.ANOMALY,
-                {**tags, "kind": m.kind, "detector": detector.name},
-                {
-                    "score": round(score, 4),
-                    "threshold": self.config.threshold,
-                    "anomalous": anomalous,
-                    "signal": signal,
-                },
-                ts,
-            )
+            f"{head} score={round(float(score), 4)!r},threshold={format_field(float(self.config.threshold))},"
+            f"anomalous={'true' if anomalous else 'false'},signal={signal_field} {ts}"
         )
         alert = self.tracker.update(m.path, ts, score, signal)
         if alert is not None:

@@ -122,7 +122,9 @@ def state_bytes() -> int:
     return len(json.dumps(d.state()).encode())
 
 
-def worker_rate(state: Path, machines: int = 100, messages: int = 50, samples: int = 10) -> dict[str, float]:
+def worker_rate(
+    state: Path, machines: int = 100, messages: int = 50, samples: int = 10, *, data_quality: bool = True
+) -> dict[str, float]:
     """Readings/s (per core: the process's CPU time) through the live worker end to end: from
     the broker, decoded, sensor checks, scored, alarms, and the points written to InfluxDB."""
     import dataclasses
@@ -170,17 +172,18 @@ def worker_rate(state: Path, machines: int = 100, messages: int = 50, samples: i
             payloads.append((path.topic(), encode_telemetry(gateway="gw-bench", seq=len(payloads) + 1, samples=rows)))
     total_samples = machines * messages * samples
     readings = total_samples * 7
+    (state / "worker" / "alarms.sqlite").unlink(missing_ok=True)
     with Supervisor(state / "worker") as supervisor:
         broker = supervisor.start_mosquitto()
         server = supervisor.start_influxdb()
         config = load_config(None, env={})
         config.mqtt.url = broker.url
         config.alarms.store = str(state / "worker" / "alarms.sqlite")
-        analytics = dataclasses.replace(config.analytics, warmup_samples=60)
+        analytics = dataclasses.replace(config.analytics, warmup_samples=60, data_quality=data_quality)
         settings = InfluxSettings(url=server.url, database="bench_worker")
         with InfluxClient(settings) as influx:
             influx.create_database()
-            stream = TelemetryStream(config.mqtt, client_id="bench-analytics-stream")
+            stream = TelemetryStream(config.mqtt, client_id=f"bench-analytics-stream-{data_quality}")
             stream.subscribed.wait(15)
             pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
             pub.max_inflight_messages_set(1000)
@@ -214,6 +217,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     rate = scoring_rate(args.scoring_rows)
     log.info("the live worker end to end: broker -> scores in InfluxDB")
     live = worker_rate(Path(args.state_dir))
+    log.info("... and without the data-quality checks")
+    bare = worker_rate(Path(args.state_dir), data_quality=False)
     result: dict[str, object] = {
         "factory": FACTORY,
         "univariate_factory": UNIVARIATE_FACTORY,
@@ -226,6 +231,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "scoring_rps_per_core": round(rate),
         "worker_rps_per_core": round(live["worker_rps_per_core"]),
         "worker_rps_wall": round(live["worker_rps_wall"]),
+        "worker_rps_per_core_without_quality": round(bare["worker_rps_per_core"]),
         "state_bytes_per_machine": state_bytes(),
         "seconds": round(time.monotonic() - started, 1),
     }
