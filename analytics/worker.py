@@ -34,6 +34,9 @@ from birlik.topics import MachinePath, TopicError
 
 log = logging.getLogger("analytics")
 
+#: Points per write request: well below InfluxDB's request size limit (25 MB by default).
+WRITE_CHUNK = 10_000
+
 
 @dataclass
 class AnalyticsStats:
@@ -162,6 +165,11 @@ class AnalyticsWorker:
                 out[m.path] = {"detector": state(), "settled_from": m.settled_from}
         return out
 
+    def write(self, lines: list[str]) -> None:
+        """Points to InfluxDB, at most ``WRITE_CHUNK`` a request (a request too large is refused)."""
+        for i in range(0, len(lines), WRITE_CHUNK):
+            self.influx.write(lines[i : i + WRITE_CHUNK])
+
     def _after_batch(self, machines: list[_Machine]) -> None:
         """Once the batch's points are written: the alarms' clock, and the cursors (with the
         detectors' states now and then) saved."""
@@ -207,7 +215,7 @@ class AnalyticsWorker:
             if machine.last_ts >= self.since_ms:
                 self.stats.last_ts_by_machine[str(machine.path)] = machine.last_ts
         if lines:
-            self.influx.write(lines)
+            self.write(lines)
         self._after_batch(machines)
         for alert in alerts:
             self._emit(alert)
@@ -293,9 +301,7 @@ class AnalyticsWorker:
             self._stats_file.update({**self.stats.as_dict(), "running": True})
 
         with contextlib.suppress(KeyboardInterrupt):
-            run_stream(
-                stream, score=self.score_telemetry, write=self.influx.write, after_batch=after, should_stop=should_stop
-            )
+            run_stream(stream, score=self.score_telemetry, write=self.write, after_batch=after, should_stop=should_stop)
         return self._stopped()
 
     def _score(
