@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ops import bench_alarms, bench_analytics, bench_gateway, bench_ingest, bench_outage, bench_quality
+from ops import bench_alarms, bench_analytics, bench_gateway, bench_ingest, bench_outage, bench_plant, bench_quality
 
 if TYPE_CHECKING:
     from birlik.plant import Plant
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("bench")
 
 BENCHMARKS: dict[str, tuple[str, Callable[[argparse.Namespace], dict[str, object]]]] = {}
+#: Seeds when --seeds is not given: each benchmark stays within minutes.
+DEFAULT_SEEDS = {"detection": 5, "quality": 3, "plant": 2}
 
 
 def benchmark(
@@ -49,7 +51,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("--batch", type=int, default=1, help="pipeline: samples per message (default: 1)")
     p.add_argument("--timeout", type=float, default=300, help="give up after this many seconds (default: 300)")
     p.add_argument("--seconds", type=float, default=10, help="simulators: wall seconds per measurement (default: 10)")
-    p.add_argument("--seeds", type=int, default=5, help="detection: simulation seeds to run (default: 5)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="simulation seeds (plants) to run (default: detection 5, quality 3, plant 2)",
+    )
     p.add_argument("--plant", default=None, help="detection: plant description (default: the built-in centre)")
     bench_ingest.add_arguments(p)
     bench_outage.add_arguments(p)
@@ -57,6 +64,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     bench_analytics.add_arguments(p)
     bench_alarms.add_arguments(p)
     bench_quality.add_arguments(p)
+    bench_plant.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -69,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         log.error("no benchmark %r (available: %s)", args.name, ", ".join(BENCHMARKS))
         return 2
     args.state_dir = args.state_dir or Path(f".state/bench-{args.name}")
+    if args.seeds is None:
+        args.seeds = DEFAULT_SEEDS.get(args.name, 5)
     result = BENCHMARKS[args.name][1](args)
     print(f"RESULT {args.name} " + " ".join(f"{k}={v}" for k, v in result.items()), flush=True)
     return 0 if result.get("lost", 0) == 0 else 1
@@ -346,3 +356,4 @@ benchmark("gateway", bench_gateway.SUMMARY)(bench_gateway.run)  # ops/bench_gate
 benchmark("analytics", bench_analytics.SUMMARY)(bench_analytics.run)  # ops/bench_analytics.py
 benchmark("alarms", bench_alarms.SUMMARY)(bench_alarms.run)  # ops/bench_alarms.py
 benchmark("quality", bench_quality.SUMMARY)(bench_quality.run)  # ops/bench_quality.py
+benchmark("plant", bench_plant.SUMMARY)(bench_plant.run)  # ops/bench_plant.py

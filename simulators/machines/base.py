@@ -10,6 +10,7 @@ not depend on how a run is split.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import math
@@ -21,6 +22,7 @@ import numpy.typing as npt
 
 from birlik.plant import Machine, Site
 from simulators.faults import Effects, Fault, SensorFault
+from simulators.schedule import DayFactor, Schedule, parse_schedule
 
 Arr = npt.NDArray[Any]
 
@@ -174,7 +176,15 @@ class MachineModel:
         self.rng_fault = stream(seed, machine.path, "faults")
         self.rng_state = stream(seed, machine.path, "state")
         self.start_s = start_s
-        self.p = {**self.defaults, **{k: float(v) for k, v in machine.params.items()}}
+        params = dict(machine.params)
+        #: The production schedule (opt-in, parameter ``schedule``): None runs as always.
+        self.schedule: Schedule | None = None
+        if "schedule" in params:
+            self.schedule = parse_schedule(params.pop("schedule"), f"machine {machine.path}")
+            self._day_factor = DayFactor(seed, site.id, self.schedule.demand_spread)
+        self.p = {**self.defaults, **{k: float(v) for k, v in params.items()}}
+        #: The schedule's demand factor of the block being computed (1 without a schedule).
+        self.demand_factor: Arr = np.ones(0)
         self.state = RUNNING
         self.left = self._duration(RUNNING)
         self.energy_kwh = float(self.rng.uniform(10_000, 90_000))
@@ -239,6 +249,12 @@ class MachineModel:
             fault.apply(elapsed, fx)
         trip = int(min(n, max(0, self.trip_k - self.k)))
         codes = self._states(n, trip)
+        if self.schedule is None:
+            self.demand_factor = np.ones(n)
+        else:
+            self.demand_factor = self.schedule.factors(t, self.site.utc_offset_h, self._day_factor)
+            # Off shift (or a day off): a planned stop, unless the machine has tripped.
+            codes = np.where((self.demand_factor <= 0) & (codes != FAULT), np.int8(STOPPED), codes).astype(np.int8)
         values = self.physics(t, fx, ambient_c(self.site, t), codes)
         values["state"] = STATE_NAMES[codes]
         for sensor in self.sensor_faults:
@@ -293,7 +309,10 @@ class MachineModel:
         return tuple(s for s in self.signals if s in touched)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "params": self.p, "faults": [f.type for f in self.faults]}
+        out: dict[str, Any] = {"kind": self.kind, "params": self.p, "faults": [f.type for f in self.faults]}
+        if self.schedule is not None:
+            out["schedule"] = dataclasses.asdict(self.schedule)
+        return out
 
 
 class Wander:

@@ -97,7 +97,7 @@ class AirCompressor(MachineModel):
         p = self.p
         n = len(t)
         running = codes == RUNNING
-        demand = np.clip(self.demand.block(n), 0.1, 0.98)
+        demand = np.clip(self.demand.block(n) * self.demand_factor, 0.1, 0.98)
         pressure, loaded = self._receiver(demand, running)
         load = np.where(running, np.where(loaded, 1.0, 0.25), 0.0)
         shaft = p["rated_kw"] * load * (0.97 + 0.03 * pressure / p["unload_bar"]) * (1 + fx.power_extra)

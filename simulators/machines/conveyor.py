@@ -51,7 +51,7 @@ class ConveyorDrive(MachineModel):
         p = self.p
         n = len(t)
         running = codes == RUNNING
-        material = np.clip(self.material.block(n), 0.05, 1.0)
+        material = np.clip(self.material.block(n) * self.demand_factor, 0.05, 1.0)
         load = np.where(running, 0.3 + 0.6 * material, 0.0)
         power = np.where(running, p["rated_kw"] * load * (1 + fx.power_extra) + self.noise(0.03, n), 0.0)
         speed = np.where(running, p["motor_rpm"] * (1 - 0.02 * load) + self.noise(1, n), 0.0)

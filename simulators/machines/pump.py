@@ -67,7 +67,7 @@ class CentrifugalPump(MachineModel):
         n = len(t)
         extra = self.rng_extra
         running = codes == RUNNING
-        demand = self.demand.block(n)
+        demand = self.demand.block(n) * self.demand_factor
         suction = p["suction_bar"] + self.noise(0.01, n)
         q = np.maximum(0.0, p["bep_flow_m3h"] * demand * (1 - fx.flow_loss) + self.noise(0.6, n))
         # Cavitation: the flow surges as vapour pockets form and collapse.
