@@ -134,6 +134,10 @@ class Lifecycle:
             if o.last.open and (path is None or p == path)
         ]
 
+    def is_active(self, path: MachinePath, kind: AlarmKind) -> bool:
+        o = self._open.get((path, kind))
+        return o is not None and o.active and o.last.open
+
     def get(self, alarm_id: str) -> Alarm | None:
         for o in self._open.values():
             if o.last.alarm_id == alarm_id:

@@ -357,7 +357,10 @@ class AlarmService:
             f"{path.machine}: sensor fault ({', '.join(signals)})",
             "; ".join(i.detail for i in issues)[:2000] + ". The machine itself may be fine: check the sensor.",
         )
-        return self.lifecycle.set_active(path, "sensor", ts_ms, verdict)
+        out = self.lifecycle.set_active(path, "sensor", ts_ms, verdict)
+        if not self.lifecycle.is_active(path, "sensor"):
+            self._sensor_seen.pop(path, None)  # not raised (a planned stop): try again on the next sample
+        return out
 
     def tick(self) -> None:
         """Once per poll: commands, stale machines, shelves and escalations."""

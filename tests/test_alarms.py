@@ -236,3 +236,18 @@ def test_alarm_and_command_decoders_are_total(document: dict[str, Any], base: bo
 def test_bad_commands_are_refused(payload: bytes) -> None:
     with pytest.raises(PayloadError):
         decode_command(payload)
+
+
+def test_a_sensor_issue_that_starts_in_a_planned_stop_is_raised_once_the_machine_runs(tmp_path: Path) -> None:
+    from analytics.alarmservice import AlarmService
+    from analytics.quality import SensorIssue
+    from birlik.config import AlarmsConfig
+
+    store = AlarmStore(tmp_path / "alarms.sqlite")
+    service = AlarmService(AlarmsConfig(store=str(tmp_path / "alarms.sqlite")), store, [])
+    issue = SensorIssue("bearing_temp", "stuck", T0, "bearing_temp has read 51.2 degC for 45 min")
+    service.sample(PUMP, "centrifugal_pump", T0, {"state": "stopped"}, scored=None, sensor_issues=[issue])
+    assert store.transitions() == []
+    service.sample(PUMP, "centrifugal_pump", T0 + 60_000, {"state": "running"}, scored=None, sensor_issues=[issue])
+    assert [(a.kind, a.transition) for a in store.transitions()] == [("sensor", "raised")]
+    service.close(drain_s=0)
