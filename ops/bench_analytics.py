@@ -225,14 +225,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "skab_f1": multi["F1"],
         "skab_far": multi["FAR"],
         "skab_mar": multi["MAR"],
+        "scoring_rps_per_core": round(rate),
+        "state_bytes_per_machine": state_bytes(),
         "univariate_skab_f1": uni["F1"],
         "univariate_skab_far": uni["FAR"],
         "univariate_skab_mar": uni["MAR"],
-        "scoring_rps_per_core": round(rate),
         "worker_rps_per_core": round(live["worker_rps_per_core"]),
         "worker_rps_wall": round(live["worker_rps_wall"]),
         "worker_rps_per_core_without_quality": round(bare["worker_rps_per_core"]),
-        "state_bytes_per_machine": state_bytes(),
         "seconds": round(time.monotonic() - started, 1),
     }
     return result
