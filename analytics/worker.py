@@ -312,7 +312,7 @@ class AnalyticsWorker:
         if values.get("state", "running") != "running":
             m.settled_from = None
             return None
-        x = features(values)
+        x = (f if callable(f := getattr(m.detector, "features", None)) else features)(values)
         if x is not None and m.quality is not None and m.quality.faulty_signals:
             # A sensor under a data-quality issue stays out of the machine model.
             x = {k: v for k, v in x.items() if k not in m.quality.faulty_signals} or None
