@@ -117,6 +117,8 @@ class AnalyticsWorker:
         #: How often the detectors' states are saved with the cursors (wall seconds).
         self.models_every_s = 60.0
         self._models_saved = time.monotonic()
+        #: Samples handled since the cursors were last saved.
+        self._unsaved = 0
         self.stats = AnalyticsStats()
         self.tracker = AlertTracker(
             raise_after=config.raise_after,
@@ -178,9 +180,11 @@ class AnalyticsWorker:
         self.alarms.tick()
         now = time.monotonic()
         models = None
-        if now - self._models_saved >= self.models_every_s:
+        if now - self._models_saved >= self.models_every_s and self._unsaved:
             models, self._models_saved = self._models(), now
-        self.alarms.save_cursors({m.path: m.last_ts for m in machines}, models)
+        if self._unsaved:  # nothing scored since the last save: nothing to save
+            self.alarms.save_cursors({m.path: m.last_ts for m in machines}, models)
+            self._unsaved = 0
 
     def poll_once(self) -> int:
         """Score every new sample once; returns how many samples were read."""
@@ -247,6 +251,7 @@ class AnalyticsWorker:
 
     def sample(self, m: _Machine, ts: int, values: dict[str, Any], lines: list[str], alerts: list[Alert]) -> None:
         """Everything done with one sample: sensor checks, scoring, health, alarms."""
+        self._unsaved += 1
         quality = m.quality
         if quality is not None:
             for issue in quality.update(ts, values):
