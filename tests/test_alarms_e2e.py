@@ -391,3 +391,58 @@ def test_live_from_the_broker_in_arrival_order_future_and_late_samples_neither_b
         wait_until(lambda: any(a.transition == "raised" for a in AlarmStore(store_path).transitions()), 30, "alarm")
         assert sup.stop(worker) == 0
         assert "acknowledged after the scores are written" in worker.log_path.read_text()
+
+
+def test_live_worker_sigkilled_mid_stream_gets_what_it_had_not_finished_again(tmp_path: Path) -> None:
+    from birlik.payload import encode_telemetry
+    from tests.ingest_procs import Publisher
+
+    db = "alarms_live_kill"
+    base = (int(time.time()) - 6 * 3600) * 1000
+    total = 20_000
+    with Supervisor(tmp_path / "s") as sup:
+        broker = sup.start_mosquitto(port=free_port())
+        influx = sup.start_influxdb()
+        with InfluxClient(InfluxSettings(url=influx.url, database=db)) as client:
+            client.create_database()
+
+        def start(name: str) -> Child:
+            return sup.start(
+                name,
+                [*birlik_command(), "analytics", "--stats-file", str(tmp_path / f"{name}.stats.json")],
+                env={
+                    "BIRLIK_CONFIG": "",
+                    "BIRLIK_MQTT_URL": broker.url,
+                    "BIRLIK_INFLUX_URL": influx.url,
+                    "BIRLIK_INFLUX_DATABASE": db,
+                    "BIRLIK_ALARMS_STORE": str(tmp_path / "alarms.sqlite"),
+                },
+            )
+
+        def read(name: str) -> int:
+            path = tmp_path / f"{name}.stats.json"
+            return int(json.loads(path.read_text()).get("samples_read", 0)) if path.exists() else 0
+
+        first = start("first")
+        wait_until(lambda: "live from" in first.log_path.read_text(), 30, "the worker started")
+        time.sleep(1.0)
+        pub = Publisher(broker.host, broker.port)
+        values = {"vibration_rms": 2.0, "bearing_temp": 50.0, "state": "running"}
+        pub.publish(
+            [
+                (PUMP.topic(), encode_telemetry(gateway="gw-k", seq=i + 1, samples=[(base + i * 1000, values)]))
+                for i in range(total)
+            ]
+        )
+        pub.close()
+        wait_until(lambda: read("first") >= 300, 60, "the worker scoring")
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(10)
+        sup.children.remove(first)
+        done_before = read("first")  # written (and perhaps acknowledged) before the kill
+        assert done_before < total, "the worker finished before it could be killed: publish more"
+        second = start("second")
+        wait_until(lambda: read("second") >= total - done_before, 60, "the rest read again after the restart")
+        time.sleep(1.0)
+        assert total - done_before <= read("second") <= total  # what was not acknowledged, and no more
+        assert sup.stop(second) == 0
