@@ -57,9 +57,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 
 
 def run_command(args: argparse.Namespace) -> int:
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
+    from analytics.mqttclient import paho_client
     from birlik.alarm import COMMAND_TOPIC, Command, decode_command
     from birlik.config import load_config
     from birlik.payload import PayloadError
@@ -74,12 +72,7 @@ def run_command(args: argparse.Namespace) -> int:
     except (PlantError, PayloadError) as exc:
         log.error("%s", exc)
         return 2
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
-    if config.mqtt.username:
-        client.username_pw_set(config.mqtt.username, config.mqtt.password or None)
-    context = config.mqtt.ssl_context()
-    if context is not None:
-        client.tls_set_context(context)
+    client = paho_client(config.mqtt)
     try:
         client.connect(config.mqtt.host, config.mqtt.port, keepalive=config.mqtt.keepalive_s)
     except OSError as exc:
@@ -123,8 +116,8 @@ def run_list(args: argparse.Namespace) -> int:
 
 def _retained_state(args: argparse.Namespace) -> list[Alarm] | None:
     import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
 
+    from analytics.mqttclient import paho_client
     from birlik.alarm import decode_state
     from birlik.config import load_config
     from birlik.payload import PayloadError
@@ -132,12 +125,7 @@ def _retained_state(args: argparse.Namespace) -> list[Alarm] | None:
 
     config = load_config(args.config)
     alarms: list[Alarm] = []
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
-    if config.mqtt.username:
-        client.username_pw_set(config.mqtt.username, config.mqtt.password or None)
-    context = config.mqtt.ssl_context()
-    if context is not None:
-        client.tls_set_context(context)
+    client = paho_client(config.mqtt)
 
     def on_message(c: mqtt.Client, u: object, m: mqtt.MQTTMessage) -> None:
         try:

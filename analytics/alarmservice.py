@@ -30,12 +30,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from analytics.alarms import Lifecycle, LifecycleSettings, Verdict
 from analytics.alarmstore import AlarmStore
+from analytics.mqttclient import paho_client
 from analytics.notifier import Channel, Notifier
 from analytics.quality import SensorIssue
 from analytics.rul import Estimate
@@ -155,7 +155,7 @@ class MqttAlarmChannel:
     name = "mqtt"
 
     def __init__(self, config: MqttConfig, *, client_id: str, open_alarms: Sequence[Alarm] = ()) -> None:
-        self._client = _client(config, client_id)
+        self._client = paho_client(config, client_id)
         self._client.connect_async(config.host, config.port, keepalive=config.keepalive_s)
         self._client.loop_start()
         self._open: dict[MachinePath, dict[str, Alarm]] = {}
@@ -184,17 +184,6 @@ class MqttAlarmChannel:
         self._client.loop_stop()
 
 
-def _client(config: MqttConfig, client_id: str) -> mqtt.Client:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    if config.username:
-        client.username_pw_set(config.username, config.password or None)
-    context = config.ssl_context()
-    if context is not None:
-        client.tls_set_context(context)
-    client.reconnect_delay_set(1, 10)
-    return client
-
-
 class CommandListener:
     """Receives commands from ``birlik/_alarms/command`` (QoS 1) into a queue.
 
@@ -204,7 +193,7 @@ class CommandListener:
     def __init__(self, config: MqttConfig, *, client_id: str) -> None:
         self.commands: queue.Queue[Command] = queue.Queue(maxsize=10_000)
         self.rejected = 0
-        self._client = _client(config, client_id)
+        self._client = paho_client(config, client_id)
         self._client.on_connect = lambda c, u, f, r, p: c.subscribe(COMMAND_TOPIC, qos=1)
         self._client.on_message = self._on_message
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]

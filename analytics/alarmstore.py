@@ -14,13 +14,14 @@ a power loss can lose the last commits (``synchronous=FULL`` in the constructor 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,45 +94,53 @@ class AlarmStore:
 
     # --- writing -------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _transaction(self, *, counted: bool = False) -> Iterator[None]:
+        """One SQLite transaction, holding the lock until it is committed (or rolled back).
+        ``counted``: a commit of transitions, where the fault-injection point sits."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            if counted:
+                self.commits += 1
+                if self.commits == self._crash_after:  # still holding the lock: the notifier cannot read it
+                    os.kill(os.getpid(), signal.SIGKILL)
+
     def commit(self, alarms: Sequence[Alarm], channels: Iterable[str]) -> None:
         """Store ``alarms`` (transitions) and their outbox entries, in one transaction."""
         if not alarms:
             return
         names = list(channels)
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for a in alarms:
-                    self._db.execute(
-                        "INSERT OR IGNORE INTO transitions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            a.key,
-                            a.alarm_id,
-                            a.seq,
-                            _topic(a),
-                            a.ts_ms,
-                            a.encode().decode(),
-                            json.dumps(a.extra, default=str),
-                            now,
-                        ),
-                    )
-                    self._db.execute(
-                        "INSERT INTO alarms VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (alarm_id) DO UPDATE SET "
-                        "state = excluded.state, last_key = excluded.last_key, updated = excluded.updated",
-                        (a.alarm_id, str(a.path), a.kind, a.state, a.key, now),
-                    )
-                    self._db.executemany(
-                        "INSERT OR IGNORE INTO outbox (key, channel, created) VALUES (?, ?, ?)",
-                        [(a.key, c, now) for c in names],
-                    )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self.commits += 1
-            if self.commits == self._crash_after:  # still holding the lock: the notifier cannot read it
-                os.kill(os.getpid(), signal.SIGKILL)
+        with self._transaction(counted=True):
+            for a in alarms:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO transitions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        a.key,
+                        a.alarm_id,
+                        a.seq,
+                        _topic(a),
+                        a.ts_ms,
+                        a.encode().decode(),
+                        json.dumps(a.extra, default=str),
+                        now,
+                    ),
+                )
+                self._db.execute(
+                    "INSERT INTO alarms VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (alarm_id) DO UPDATE SET "
+                    "state = excluded.state, last_key = excluded.last_key, updated = excluded.updated",
+                    (a.alarm_id, str(a.path), a.kind, a.state, a.key, now),
+                )
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO outbox (key, channel, created) VALUES (?, ?, ?)",
+                    [(a.key, c, now) for c in names],
+                )
 
     def set_state(self, name: str, value: Any) -> None:
         with self._lock:
@@ -139,16 +148,10 @@ class AlarmStore:
 
     def set_states(self, values: dict[str, Any]) -> None:
         """Several named values in one transaction (they are read back together)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO state VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()]
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO state VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()]
+            )
 
     def get_state(self, name: str, default: Any = None) -> Any:
         with self._lock:

@@ -24,10 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from analytics.mqttclient import paho_client
 from birlik.config import MqttConfig
 from birlik.payload import Alert, PayloadError, decode_telemetry
 from birlik.topics import subscription
@@ -62,15 +62,7 @@ class TelemetryStream:
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self._refused: str | None = None
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True
-        )
-        if config.username:
-            self._client.username_pw_set(config.username, config.password or None)
-        context = config.ssl_context()
-        if context is not None:
-            self._client.tls_set_context(context)
-        self._client.reconnect_delay_set(1, 10)
+        self._client = paho_client(config, client_id, manual_ack=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = lambda c, u, mid, codes, p: self.subscribed.set()

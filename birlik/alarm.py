@@ -31,11 +31,10 @@ Commands (acknowledge, shelve, unshelve, clear) go to ``birlik/_alarms/command``
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args
 
-from birlik.payload import SCHEMA_VERSION, PayloadError, Reason, _brief, _json, _json_type
+from birlik.payload import SCHEMA_VERSION, PayloadError, Reason, _brief, _json, _json_type, finite_number
 from birlik.topics import ROOT, MachinePath, TopicError, check_name
 
 AlarmKind = Literal["condition", "sensor", "trip", "stale"]
@@ -176,13 +175,9 @@ def _text(m: dict[str, Any], key: str, *, optional: bool = False, limit: int = _
 def _number(value: Any, key: str, *, optional: bool = True) -> float | None:
     if value is None and optional:
         return None
-    if type(value) is int or type(value) is float:
-        try:
-            number = float(value)
-        except OverflowError:
-            number = math.inf
-        if math.isfinite(number):
-            return number
+    number = finite_number(value)
+    if number is not None:
+        return number
     raise PayloadError(Reason.WRONG_TYPE, f"alarm field {key!r} must be a finite number, got {_brief(value)}")
 
 

@@ -305,6 +305,15 @@ def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None
     return config
 
 
+def override(config: Config, section: str, values: Mapping[str, Any], source: str = "command line") -> None:
+    """Command-line flags over the settings of ``section``: each value that is not None wins,
+    and the whole configuration is checked again (raises :class:`ConfigError`)."""
+    for key, value in values.items():
+        if value is not None:
+            _set(config, section, key, value, f"{source} ({section}.{key})", source)
+    _validate(config)
+
+
 def _set(config: Config, section: str, key: str, value: Any, where: str, source: str) -> None:
     target = getattr(config, section)
     hints = get_type_hints(type(target))

@@ -21,7 +21,6 @@ gateway adds are ignored; every field listed in :data:`HEALTH_FIELDS` is require
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +35,7 @@ from birlik.payload import (
     _json,
     _json_type,
     _name,
+    finite_number,
 )
 from birlik.topics import GATEWAY_LEVEL, ROOT
 
@@ -121,7 +121,7 @@ def decode_health(topic: str, payload: bytes, *, now_ms: int | None = None) -> G
                 raise PayloadError(Reason.WRONG_TYPE, f"health field {key!r} must be a count, got {_brief(value)}")
             fields[key] = value
         else:
-            number = _finite(value)
+            number = finite_number(value)
             if number is None or number < 0:
                 raise PayloadError(
                     Reason.WRONG_TYPE, f"health field {key!r} must be a finite number >= 0, got {_brief(value)}"
@@ -129,12 +129,3 @@ def decode_health(topic: str, payload: bytes, *, now_ms: int | None = None) -> G
             fields[key] = number
     return GatewayHealth(gateway, boot, ts, fields)
 
-
-def _finite(value: Any) -> float | None:
-    if type(value) is not int and type(value) is not float:
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # an integer beyond any float
-        return None
-    return number if math.isfinite(number) else None

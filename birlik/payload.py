@@ -622,15 +622,22 @@ class Alert:
 _ALERT_FIELDS = ("id", "state", "severity", "detector", "signal", "score", "threshold", "ts", "message")
 
 
+def finite_number(value: Any) -> float | None:
+    """A JSON number (not a bool) as a finite float, or None (anything else, or too large)."""
+    if type(value) is not int and type(value) is not float:
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _alert_number(m: Mapping[str, Any], key: str) -> float:
     value = m[key]
-    if type(value) is int or type(value) is float:
-        try:
-            number = float(value)
-        except OverflowError:  # an integer beyond any float
-            number = math.inf
-        if math.isfinite(number):
-            return number
+    number = finite_number(value)
+    if number is not None:
+        return number
     raise PayloadError(Reason.WRONG_TYPE, f"alert field {key!r} must be a finite number, got {_brief(value)}")
 
 

@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import sqlite3
 
-    from birlik.config import load_config
+    from birlik.config import load_config, override
     from birlik.process import terminate_gracefully
     from birlik.stats import StatsFile
     from gateway.publisher import MqttPublisher
@@ -159,11 +159,8 @@ def run(args: argparse.Namespace) -> int:
     if args.batch < 1:
         log.error("--batch must be at least 1")
         return 2
-    try:
-        _apply_flags(args, config.gateway)
-    except (PlantError, ValueError) as exc:
-        log.error("%s", exc)
-        return 2
+    flags = ("state_dir", "buffer_max_mb", "retention", "drain_rate", "sync")
+    override(config, "gateway", {name: getattr(args, name) for name in flags})  # flags win over [gateway]
     driver: Driver
     try:
         if args.driver:
@@ -240,17 +237,6 @@ def _store_and_forward_options(p: argparse.ArgumentParser) -> None:
         help="SQLite synchronous mode: normal survives a crash of the gateway; "
         "full also fsyncs every commit, for power loss (gateway.sync; normal)",
     )
-
-
-def _apply_flags(args: argparse.Namespace, config: GatewayConfig) -> None:
-    """The store-and-forward flags given override the configuration's [gateway] section."""
-    for name in ("state_dir", "buffer_max_mb", "retention", "drain_rate", "sync"):
-        value = getattr(args, name)
-        if value is not None:
-            setattr(config, name, value)
-    if not 0 < config.buffer_max_mb < float("inf") or not 0 < config.drain_rate < float("inf"):
-        raise ValueError("--buffer-max-mb and --drain-rate must be positive")
-    parse_duration(config.retention, "--retention")
 
 
 def _disk_log(config: GatewayConfig, gateway_id: str) -> DiskLog | None:

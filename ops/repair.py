@@ -307,26 +307,22 @@ def repair_once(finder: GapFinder, publisher: RequestPublisher) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from birlik.config import load_config
+    from birlik.config import load_config, override
     from birlik.process import terminate_gracefully
     from birlik.stats import StatsFile
 
     terminate_gracefully()
     config = load_config(args.config)
-    rc = config.repair  # each flag given overrides its [repair] setting
-    for flag, key in (
-        ("interval", "interval_s"),
-        ("settle", "settle_s"),
-        ("retry", "retry_s"),
-        ("lookback", "lookback_h"),
-        ("max_attempts", "max_attempts"),
-        ("client_id", "client_id"),
-    ):
-        if getattr(args, flag) is not None:
-            setattr(rc, key, getattr(args, flag))
-    if not (rc.interval_s > 0 and rc.settle_s >= 0 and rc.retry_s > 0 and rc.lookback_h > 0 and rc.max_attempts > 0):
-        log.error("--interval, --retry, --lookback and --max-attempts must be positive, --settle 0 or more")
-        return 2
+    flags = {
+        "interval_s": args.interval,
+        "settle_s": args.settle,
+        "retry_s": args.retry,
+        "lookback_h": args.lookback,
+        "max_attempts": args.max_attempts,
+        "client_id": args.client_id,
+    }
+    override(config, "repair", flags)  # each flag given wins over its [repair] setting
+    rc = config.repair
     stats = StatsFile(args.stats_file)
     publisher = RequestPublisher(
         config.mqtt.host,
