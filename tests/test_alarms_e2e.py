@@ -446,3 +446,35 @@ def test_live_worker_sigkilled_mid_stream_gets_what_it_had_not_finished_again(tm
         time.sleep(1.0)
         assert total - done_before <= read("second") <= total  # what was not acknowledged, and no more
         assert sup.stop(second) == 0
+
+
+def test_a_command_sent_while_the_worker_is_down_is_applied_when_it_is_back(tmp_path: Path) -> None:
+    db = "alarms_cmd_down"
+    since = (int(time.time()) - 3600) * 1000
+    with Supervisor(tmp_path / "s") as sup:
+        broker = sup.start_mosquitto(port=free_port())
+        influx = sup.start_influxdb()
+        write_telemetry(influx.url, db, since)
+        first = start_analytics(sup, "analytics-1", tmp_path, broker.url, influx.url, db, since)
+
+        def transitions() -> list[Any]:
+            store = AlarmStore(tmp_path / "alarms.sqlite")
+            try:
+                return store.transitions()
+            finally:
+                store.close()
+
+        wait_until(lambda: [a.transition for a in transitions()] == ["raised", "returned"], 60, "the alarm")
+        assert sup.stop(first) == 0
+        alarm_id = transitions()[0].alarm_id
+        ack = sup.start(
+            "ack",
+            [*birlik_command(), "alarms", "ack", alarm_id, "--user", "aigerim"],
+            env={"BIRLIK_CONFIG": "", "BIRLIK_MQTT_URL": broker.url},
+        )
+        assert ack.process.wait(30) == 0  # the broker took it; nobody was listening
+        second = start_analytics(sup, "analytics-2", tmp_path, broker.url, influx.url, db, since)
+        wait_until(lambda: len(transitions()) == 3, 60, "the command applied after the restart")
+        last = transitions()[-1]
+        assert (last.transition, last.state, last.user) == ("acknowledged", "normal", "aigerim")
+        assert sup.stop(second) == 0
