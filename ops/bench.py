@@ -15,7 +15,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ops import bench_alarms, bench_analytics, bench_gateway, bench_ingest, bench_outage, bench_plant, bench_quality
+from ops import (
+    bench_alarms,
+    bench_analytics,
+    bench_gateway,
+    bench_ingest,
+    bench_latency,
+    bench_outage,
+    bench_plant,
+    bench_quality,
+)
 
 if TYPE_CHECKING:
     from birlik.plant import Plant
@@ -65,6 +74,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     bench_alarms.add_arguments(p)
     bench_quality.add_arguments(p)
     bench_plant.add_arguments(p)
+    bench_latency.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -357,3 +367,4 @@ benchmark("analytics", bench_analytics.SUMMARY)(bench_analytics.run)  # ops/benc
 benchmark("alarms", bench_alarms.SUMMARY)(bench_alarms.run)  # ops/bench_alarms.py
 benchmark("quality", bench_quality.SUMMARY)(bench_quality.run)  # ops/bench_quality.py
 benchmark("plant", bench_plant.SUMMARY)(bench_plant.run)  # ops/bench_plant.py
+benchmark("latency", bench_latency.SUMMARY)(bench_latency.run)  # ops/bench_latency.py
