@@ -20,10 +20,14 @@ and scored by the analytics worker in this process with an
 * a machine fault is **alerted before failure** when a ``condition`` alarm is raised (or
   reactivated) on its machine between the onset and the failure (trips come at the failure:
   they do not count); the **lead** is failure minus that first alarm, in hours;
+* a machine fault **repaired before its failure** (ground truth ``repaired_ms``: its
+  ``repaired_at`` or a maintenance window) never failed: it is not scored as a failure but
+  counted apart (``repaired_faults``; ``repaired_alerted``: with a ``condition`` alarm
+  between its onset and the repair);
 * a **false machine alarm** is a ``condition`` alarm raised on a machine with no machine
-  fault under way (before its onset, or on a machine without one); alarms caused by a
-  sensor fault count as false (shown apart as ``false_during_sensor_faults``); the rate is
-  per machine-week of plant time;
+  fault under way (before its onset, on a machine without one, or more than an hour after
+  the fault's repair); alarms caused by a sensor fault count as false (shown apart as
+  ``false_during_sensor_faults``); the rate is per machine-week of plant time;
 * a sensor fault is **reported** when a ``sensor`` alarm is raised (or reactivated) on its
   machine during its window (``sensor_right_signal``: one naming the faulty signal).
 
@@ -206,6 +210,10 @@ class Score:
     sensor: dict[str, KindStats] = field(default_factory=lambda: defaultdict(KindStats))
     #: Machine faults whose failure falls after the end of the run (not scored).
     censored: int = 0
+    #: Machine faults repaired before their failure (not scored as failures), and of those
+    #: the ones with a condition alarm while under way.
+    repaired: int = 0
+    repaired_alerted: int = 0
     false_alarms: int = 0
     #: Of the false ones: raised on a machine while one of its sensors was faulty.
     false_during_sensor: int = 0
@@ -221,6 +229,8 @@ class Score:
             for k, v in theirs.items():
                 mine[k].add(v)
         self.censored += other.censored
+        self.repaired += other.repaired
+        self.repaired_alerted += other.repaired_alerted
         self.false_alarms += other.false_alarms
         self.false_during_sensor += other.false_during_sensor
         self.false_sensor_alarms += other.false_sensor_alarms
@@ -253,6 +263,15 @@ def score(
     for g in truth:
         mine = [e for e in events if e.machine == g.machine and e.activates]
         if g.category == "machine":
+            if g.repaired_ms is not None and not g.failed and g.repaired_ms <= end_ms:
+                # Repaired before it failed: no failure to alarm before.
+                out.repaired += 1
+                out.repaired_alerted += any(
+                    e.kind == "condition" and g.onset_ms <= e.ts_ms < g.repaired_ms for e in mine
+                )
+                if any(e.kind == "sensor" and e.transition == "raised" and _during(g, e.ts_ms) for e in mine):
+                    out.machine_called_sensor += 1
+                continue
             if g.failure_ms > end_ms:
                 out.censored += 1
                 continue
@@ -265,7 +284,7 @@ def score(
                 stats.hours.append((g.failure_ms - hits[0].ts_ms) / HOUR_MS)
             else:
                 out.notes.append(f"missed {g.fault} (severity {g.severity:g}) on {short[g.machine]}")
-            if any(e.kind == "sensor" and e.transition == "raised" and e.ts_ms >= g.onset_ms for e in mine):
+            if any(e.kind == "sensor" and e.transition == "raised" and _during(g, e.ts_ms) for e in mine):
                 out.machine_called_sensor += 1
         else:
             stats = out.sensor[g.fault]
@@ -285,7 +304,7 @@ def score(
             continue
         faults = by_machine.get(e.machine, [])
         if e.kind == "condition":
-            if any(g.category == "machine" and e.ts_ms >= g.onset_ms for g in faults):
+            if any(g.category == "machine" and _during(g, e.ts_ms) for g in faults):
                 continue
             out.false_alarms += 1
             if any(g.category == "sensor" and g.onset_ms <= e.ts_ms <= g.end_ms + GRACE_MS for g in faults):
@@ -295,6 +314,12 @@ def score(
         ):
             out.false_sensor_alarms += 1
     return out
+
+
+def _during(g: GroundTruth, ts_ms: int) -> bool:
+    """Whether a machine fault is under way at ``ts_ms``: from its onset (for good, unless it
+    is repaired: then until an hour after the repair)."""
+    return g.onset_ms <= ts_ms and (g.repaired_ms is None or ts_ms < g.repaired_ms + GRACE_MS)
 
 
 def _median(xs: Sequence[float]) -> float | None:
@@ -346,6 +371,8 @@ def report(total: Score) -> dict[str, object]:
         "sensor_right_signal": sum(s.right_signal for s in total.sensor.values()),
         "sensor_issue_raised": sum(s.checked for s in total.sensor.values()),
         "censored_faults": total.censored,
+        "repaired_faults": total.repaired,
+        "repaired_alerted": total.repaired_alerted,
         "machine_weeks": round(weeks, 1),
     }
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import random
 import sys
 import time
@@ -226,7 +227,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                         log.info("missed %s on %s %s", g.fault, machine, g.signals)
                 else:
                     machine_faults += 1
-                    during = [i for i, x in enumerate(raised) if x.ts_ms >= g.onset_ms]
+                    # Until the fault's repair (and the grace after it), if it was repaired.
+                    until = math.inf if g.repaired_ms is None else g.repaired_ms + GRACE_MS
+                    during = [i for i, x in enumerate(raised) if g.onset_ms <= x.ts_ms < until]
                     explained.update(during)
                     if during:
                         called_sensor += 1

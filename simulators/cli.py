@@ -71,10 +71,16 @@ def run(args: argparse.Namespace) -> int:
         print("faults (ground truth for a run starting", iso(fleet.start_ms) + "):")
         for g in fleet.ground_truth():
             end = "failure" if g.category == "machine" else "ends"
+            if g.repaired_ms is not None and not g.failed:
+                end = "repaired before its failure"
+                end_ms = g.repaired_ms
+            else:
+                end_ms = g.failure_ms
             print(
                 f"  {g.machine}: {g.category} fault {g.fault} ({', '.join(g.signals) or 'all signals'}), "
-                f"onset {iso(g.onset_ms)}, detectable from {iso(g.detectable_ms)}, {end} {iso(g.failure_ms)}"
-                + (", trips the machine" if g.trips else "")
+                f"onset {iso(g.onset_ms)}, detectable from {iso(g.detectable_ms)}, {end} {iso(end_ms)}"
+                + (", trips the machine" if g.trips and g.failed else "")
+                + (f", repaired {iso(g.repaired_ms)}" if g.repaired_ms is not None and g.failed else "")
             )
         return 0
 

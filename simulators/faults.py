@@ -5,7 +5,10 @@ A **machine fault** has a start (it begins to develop) and a failure time. Its p
 rises from 0 at the start to 1 at failure along a curve typical of the failure mode, times
 its ``severity`` (0-1, default 1); the machine model turns it into physical effects
 (:class:`Effects`) on its signals. At failure a fault that ``trips`` stops the machine;
-one that does not stays at full strength (a machine does not heal itself).
+one that does not stays at full strength (a machine does not heal itself) until it is
+repaired: optionally at ``repaired_at``, or by a maintenance window of the machine
+(:func:`parse_maintenance`), from when its progress is 0 again (the worn part is new) and a
+tripped machine is back in service.
 
 A **sensor fault** leaves the machine healthy and falsifies one signal's readings after the
 physics (stuck, drift, spikes, dropout, wrong scaling), between its start and end.
@@ -16,6 +19,7 @@ Times are seconds since the start of the run.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import random
 from collections.abc import Mapping, MutableMapping, Sequence
@@ -70,13 +74,29 @@ class Fault:
     scale: float = 1.0
     #: Whether the machine trips at failure.
     trips: bool = True
+    #: When the fault is repaired (infinite: never): from then on its progress is 0.
+    repaired_s: float = math.inf
+
+    @property
+    def fails(self) -> bool:
+        """Whether the fault reaches its failure before it is repaired."""
+        return self.failure_s < self.repaired_s
+
+    @property
+    def end_s(self) -> float:
+        """End of the fault's development: its failure, or its repair if that comes first."""
+        return min(self.failure_s, self.repaired_s)
 
     def severity(self, t_s: float) -> float:
-        """Progress of the fault at ``t_s``: 0 before the start, 1 at failure."""
+        """Progress of the fault at ``t_s``: 0 before the start, 1 at failure, 0 from the repair."""
         return float(self.severities(np.array([t_s], dtype=np.float64))[0])
 
     def severities(self, t_s: Arr) -> Arr:
         """:meth:`severity` at every element of ``t_s``."""
+        return np.where(t_s >= self.repaired_s, 0.0, self._progress(t_s))
+
+    def _progress(self, t_s: Arr) -> Arr:
+        """Progress as if the fault were never repaired."""
         x = np.maximum(t_s - self.start_s, 0.0) / (self.failure_s - self.start_s)
         return np.where(t_s <= self.start_s, 0.0, np.minimum(1.0, self._curve(x)))
 
@@ -89,21 +109,26 @@ class Fault:
 
     @property
     def detectable(self) -> bool:
-        return self.scale >= self.detectable_at
+        """Whether the strength reaches :attr:`detectable_at` (before a repair)."""
+        return self.scale >= self.detectable_at and self._detectable_s() < self.repaired_s
 
-    def detectable_s(self) -> float:
-        """First time the strength reaches :attr:`detectable_at` (the failure time if it never does)."""
-        if not self.detectable:
-            return self.failure_s
+    def _detectable_s(self) -> float:
         lo, hi = self.start_s, self.failure_s
         for _ in range(50):
             mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if self.level(mid) < self.detectable_at else (lo, mid)
+            level = self.scale * float(self._progress(np.array([mid]))[0])
+            lo, hi = (mid, hi) if level < self.detectable_at else (lo, mid)
         return hi
+
+    def detectable_s(self) -> float:
+        """First time the strength reaches :attr:`detectable_at` (the end, :attr:`end_s`, if it never does)."""
+        if not self.detectable:
+            return self.end_s
+        return self._detectable_s()
 
     def apply(self, t_s: Arr, effects: Effects) -> None:
         """Add the effects at every element of ``t_s`` (tripping is the model's business)."""
-        if np.any(t_s > self.start_s):
+        if np.any((t_s > self.start_s) & (t_s < self.repaired_s)):
             self._apply(self.scale * self.severities(t_s), effects)
 
     def _apply(self, s: Arr, effects: Effects) -> None:
@@ -390,7 +415,7 @@ def parse_fault(spec: Mapping[str, Any], where: str, *, kind: str | None = None)
     cls = FAULT_TYPES[name]
     if kind is not None and cls.kinds and kind not in cls.kinds:
         raise PlantError(f"{where}: fault {name} applies to {', '.join(cls.kinds)} only, not to {kind}")
-    unknown = set(spec) - {"type", "start", "failure", "duration", "severity", "trips"}
+    unknown = set(spec) - {"type", "start", "failure", "duration", "severity", "trips", "repaired_at"}
     if unknown:
         raise PlantError(f"{where}: unknown keys {', '.join(sorted(unknown))} for fault {name}")
     start, failure = _window(spec, where, "failure")
@@ -400,7 +425,56 @@ def parse_fault(spec: Mapping[str, Any], where: str, *, kind: str | None = None)
     trips = spec.get("trips", cls.trips)
     if not isinstance(trips, bool):
         raise PlantError(f"{where}: 'trips' must be true or false, got {trips!r}")
-    return cls(start, failure, scale, trips)
+    repaired = math.inf
+    if "repaired_at" in spec:
+        repaired = parse_duration(spec["repaired_at"], f"{where}: repaired_at")
+        if repaired <= start:
+            raise PlantError(f"{where}: repaired_at ({repaired:g} s) must come after start ({start:g} s)")
+    return cls(start, failure, scale, trips, repaired)
+
+
+MAINTENANCE_KEYS = {"start", "end", "duration"}
+
+
+def parse_maintenance(spec: Any, where: str) -> tuple[tuple[float, float], ...]:
+    """A machine's maintenance windows (machine parameter ``maintenance``), in time order:
+    a list of ``{start: 10d, duration: 8h}`` (or ``end``), seconds since the start of the run.
+
+    During a window the machine is out of service (state ``stopped``, a planned stop); every
+    machine fault that began before the window's end is repaired (:func:`apply_maintenance`)."""
+    if not isinstance(spec, list) or not all(isinstance(w, dict) for w in spec):
+        raise PlantError(f"{where}: 'maintenance' must be a list of windows such as {{start: 10d, duration: 8h}}")
+    windows = []
+    for i, w in enumerate(spec):
+        ww = f"{where}: maintenance[{i}]"
+        unknown = set(w) - MAINTENANCE_KEYS
+        if unknown:
+            raise PlantError(f"{ww}: unknown keys {', '.join(sorted(unknown))} (known: start, end, duration)")
+        if "start" not in w or not ({"end", "duration"} & set(w)):
+            raise PlantError(f"{ww}: a maintenance window needs 'start' and 'end' or 'duration'")
+        if {"end", "duration"} <= set(w):
+            raise PlantError(f"{ww}: give 'end' or 'duration', not both")
+        windows.append(_window(w, ww, "end"))
+    windows.sort()
+    for (s0, e0), (s1, _) in itertools.pairwise(windows):
+        if s1 < e0:
+            raise PlantError(f"{where}: maintenance windows overlap ({s0:g}-{e0:g} s and one from {s1:g} s)")
+    return tuple(windows)
+
+
+def apply_maintenance(faults: Sequence[Fault], windows: Sequence[tuple[float, float]]) -> list[Fault]:
+    """The machine faults with their repairs by the maintenance windows: the first window
+    that ends after a fault began repairs it, at the window's start (at the fault's start if
+    it began inside the window), unless the fault's own ``repaired_at`` comes earlier."""
+    out = []
+    for fault in faults:
+        repaired = fault.repaired_s
+        for start, end in windows:
+            if end > fault.start_s:
+                repaired = min(repaired, max(start, fault.start_s))
+                break
+        out.append(fault if repaired == fault.repaired_s else dataclasses.replace(fault, repaired_s=repaired))
+    return out
 
 
 def parse_sensor_fault(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -25,7 +26,13 @@ class GroundTruth:
     a measurement is wrong). ``failure_ms`` is a machine fault's failure (full strength;
     the machine stops there if ``trips``) and the end of a sensor fault's window.
     ``detectable_ms`` is when the fault shows in its signals in principle; a fault too
-    weak to ever show (``detectable`` false) has it at ``failure_ms``.
+    weak to ever show (``detectable`` false) has it at its end (:attr:`end_ms`).
+
+    ``repaired_ms`` (machine faults; None: never) is when the fault was repaired (its own
+    ``repaired_at`` or a maintenance window of the machine): from then on the machine is
+    healthy again. A fault repaired before its failure time never failed (:attr:`failed`
+    false): a benchmark should not count it as a failure; it was under way from its onset
+    to its repair.
     """
 
     machine: str  # tenant/site/line/machine
@@ -39,14 +46,25 @@ class GroundTruth:
     trips: bool = False
     detectable: bool = True
     severity: float = 1.0
+    repaired_ms: int | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Whether a machine fault reached its failure (before any repair); a sensor fault: False."""
+        return self.category == "machine" and (self.repaired_ms is None or self.failure_ms < self.repaired_ms)
 
     @property
     def end_ms(self) -> int:
+        """The end of the fault: its failure, or its repair if that came first (sensor faults: the window's end)."""
+        if self.repaired_ms is not None:
+            return min(self.failure_ms, self.repaired_ms)
         return self.failure_ms
 
     def as_dict(self) -> dict[str, object]:
         d = asdict(self)
         d["signals"] = list(self.signals)
+        if self.repaired_ms is None:
+            del d["repaired_ms"]  # as before repairs existed
         return d
 
     @classmethod
@@ -159,6 +177,7 @@ class Fleet:
                         trips=fault.trips,
                         detectable=fault.detectable,
                         severity=fault.scale,
+                        repaired_ms=None if math.isinf(fault.repaired_s) else ms(fault.repaired_s),
                     )
                 )
         for machine, _ in self.models:

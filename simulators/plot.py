@@ -18,7 +18,7 @@ def plot_machine(
     path: str,
 ) -> None:
     """Draw every numeric signal against simulated hours; shade the time the machine is not
-    running; mark each fault's onset, detectable point and failure."""
+    running; mark each fault's onset, detectable point, failure and repair."""
     try:
         import matplotlib
     except ImportError:
@@ -38,11 +38,13 @@ def plot_machine(
         ax.grid(alpha=0.3)
         _shade_states(ax, hours, [v.get("state") for _, v in rows])
         for fault in faults:
-            for at, style, label in (
-                (fault.onset_ms, ":", "onset"),
-                (fault.detectable_ms, "--", "detectable"),
-                (fault.failure_ms, "-", "failure"),
-            ):
+            marks = [(fault.onset_ms, ":", "onset"), (fault.detectable_ms, "--", "detectable")]
+            repaired = getattr(fault, "repaired_ms", None)
+            if repaired is None or fault.failure_ms < repaired:
+                marks.append((fault.failure_ms, "-", "failure"))
+            if repaired is not None:
+                marks.append((repaired, "-.", "repaired"))
+            for at, style, label in marks:
                 ax.axvline((at - start) / 3_600_000, color="tab:red", ls=style, lw=0.8, label=label)
     axes[-1, 0].set_xlabel("simulated hours")
     title = f"{machine.path} ({machine.kind})"

@@ -20,16 +20,23 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from birlik.plant import Machine, Site
-from simulators.faults import Effects, Fault, SensorFault
+from birlik.plant import Machine, PlantError, Site
+from simulators.faults import Effects, Fault, SensorFault, apply_maintenance, parse_maintenance
 from simulators.schedule import DayFactor, Schedule, parse_schedule
 
 Arr = npt.NDArray[Any]
 
 SQRT3 = math.sqrt(3)
 LINE_VOLTAGE_V = 400.0
+#: Power factor of the motors at rated load.
 POWER_FACTOR = 0.86
 AMPS_PER_KW = 1000 / (SQRT3 * LINE_VOLTAGE_V * POWER_FACTOR)
+#: Reactive share of the rated current at rated load (sin phi).
+REACTIVE_SHARE = math.sqrt(1 - POWER_FACTOR**2)
+#: Current an induction motor draws at no load (its magnetising current), as a share of the
+#: rated current: the machine parameter ``no_load_share``, within :data:`NO_LOAD_SHARE_RANGE`.
+NO_LOAD_SHARE = 0.35
+NO_LOAD_SHARE_RANGE = (0.1, 0.7)
 
 #: Samples a model computes at once.
 BLOCK = 1024
@@ -54,6 +61,30 @@ def current_from_power(power_kw: float, *, no_load_a: float = 0.0) -> float:
 def currents(power_kw: Arr, no_load_a: float | Arr = 0.0) -> Arr:
     """:func:`current_from_power` of every element."""
     return np.where(power_kw > 0, no_load_a + power_kw * AMPS_PER_KW, 0.0)
+
+
+def rated_current_a(rated_kw: float) -> float:
+    """Rated current of a motor whose electrical power at rated load is ``rated_kw`` (400 V,
+    power factor :data:`POWER_FACTOR`)."""
+    return rated_kw * AMPS_PER_KW
+
+
+def motor_currents(power_kw: Arr, running: Arr, *, rated_kw: float, no_load_share: float = NO_LOAD_SHARE) -> Arr:
+    """Phase current of an induction motor drawing ``power_kw`` (electrical), 0 where it is
+    not ``running``.
+
+    The current has an active part proportional to the power and a reactive one: the
+    magnetising current (``no_load_share`` of the rated current, drawn even at no load)
+    plus the leakage reactance's share, which grows with the square of the load, so that
+    at rated power the current is the rated one at the rated power factor. So a running
+    motor draws 30-50 % of its rated current at no load, and the current rises with load
+    steeply only above half load."""
+    rated_a = rated_current_a(rated_kw)
+    load = np.maximum(power_kw, 0.0) / rated_kw
+    active = POWER_FACTOR * load
+    reactive = no_load_share + (REACTIVE_SHARE - no_load_share) * load * load
+    reactive = np.maximum(reactive, min(no_load_share, REACTIVE_SHARE))
+    return np.where(running, rated_a * np.hypot(active, reactive), 0.0)
 
 
 #: Day of the year of the warmest days in Central Asia (late July).
@@ -164,7 +195,6 @@ class MachineModel:
     ) -> None:
         self.machine = machine
         self.site = site
-        self.faults = tuple(faults)
         self.sensor_faults = tuple(sensor_faults)
         self.dt = dt_s
         # Noise of signals added after the first models comes from a second generator, the
@@ -177,12 +207,24 @@ class MachineModel:
         self.rng_state = stream(seed, machine.path, "state")
         self.start_s = start_s
         params = dict(machine.params)
+        where = f"machine {machine.path}"
         #: The production schedule (opt-in, parameter ``schedule``): None runs as always.
         self.schedule: Schedule | None = None
         if "schedule" in params:
-            self.schedule = parse_schedule(params.pop("schedule"), f"machine {machine.path}")
+            self.schedule = parse_schedule(params.pop("schedule"), where)
             self._day_factor = DayFactor(seed, site.id, self.schedule.demand_spread)
-        self.p = {**self.defaults, **{k: float(v) for k, v in params.items()}}
+        #: Maintenance windows (parameter ``maintenance``), seconds since the start: the
+        #: machine is out of service (``stopped``) and the faults under way are repaired.
+        self.maintenance: tuple[tuple[float, float], ...] = ()
+        if "maintenance" in params:
+            self.maintenance = parse_maintenance(params.pop("maintenance"), where)
+        self.faults = tuple(apply_maintenance(faults, self.maintenance))
+        self.p = {
+            **self.defaults,
+            "no_load_share": NO_LOAD_SHARE,
+            **{k: _param(k, v, where) for k, v in params.items()},
+        }
+        self._check_params(where)
         #: The schedule's demand factor of the block being computed (1 without a schedule).
         self.demand_factor: Arr = np.ones(0)
         self.state = RUNNING
@@ -191,12 +233,33 @@ class MachineModel:
         amb = float(ambient_c(site, np.array([start_s]))[0])
         # Machines have been running before the simulation starts: temperatures begin warm.
         self.temps: dict[str, float] = {name: amb + rise for name, rise in self.initial_rises().items()}
-        trips = [math.ceil(f.failure_s / dt_s - 1e-9) for f in self.faults if f.trips]
-        self.trip_k = max(0, min(trips)) if trips else NEVER
+        #: Sample index ranges [from, to) in which the machine is down after a trip, until its repair.
+        self.down = _down_windows(self.faults, dt_s)
+        self._maintenance_k = [(_sample(a, dt_s), _sample(b, dt_s)) for a, b in self.maintenance]
         self.k = 0  # index of the next sample computed
         self._block: dict[str, Arr] = {}
         self._pos = 0
         self.setup()
+
+    def _check_params(self, where: str) -> None:
+        share = self.p["no_load_share"]
+        low, high = NO_LOAD_SHARE_RANGE
+        if not low <= share <= high:
+            raise PlantError(
+                f"{where}: 'no_load_share' (current at no load as a share of the rated current) must be "
+                f"between {low:g} and {high:g}, got {share:g}"
+            )
+        if self.p["rated_kw"] <= 0:
+            raise PlantError(f"{where}: 'rated_kw' must be positive, got {self.p['rated_kw']:g}")
+
+    @property
+    def rated_current_a(self) -> float:
+        """The motor's (the main drive's) rated current, from its rated power."""
+        return rated_current_a(self.p["rated_kw"])
+
+    def motor_current(self, power_kw: Arr, running: Arr) -> Arr:
+        """:func:`motor_currents` of this machine's motor."""
+        return motor_currents(power_kw, running, rated_kw=self.p["rated_kw"], no_load_share=self.p["no_load_share"])
 
     def setup(self) -> None:
         """Kind-specific state (set-points, counters); called at the end of ``__init__``."""
@@ -220,22 +283,44 @@ class MachineModel:
         if state == IDLE and self.left * self.dt >= SHUTDOWN_S:
             self.state = STOPPED  # the same draw, named for what it is: a long stop
 
-    def _states(self, n: int, trip: int) -> Arr:
-        """The state of each of the next ``n`` samples; from ``trip`` on the machine is tripped."""
+    def _states(self, n: int, down: Sequence[tuple[int, int]]) -> Arr:
+        """The state of each of the next ``n`` samples; in the ``down`` ranges (block indices,
+        in order) the machine is tripped (``fault``), after each it is back in service."""
         codes = np.empty(n, dtype=np.int8)
+        self._begin_states(n)
+        if self.state == FAULT and not (down and down[0][0] == 0):
+            self._repaired()  # repaired at the block boundary
         i = 0
+        for start, end in down:
+            self._run_states(codes, i, start)
+            codes[start:end] = FAULT
+            self._down_states(start, end)
+            self.state = FAULT
+            i = end
+            if end < n:
+                self._repaired()
+        self._run_states(codes, i, n)
+        return codes
+
+    def _begin_states(self, n: int) -> None:
+        """Per-sample state of a block of ``n`` samples (kind-specific), before :meth:`_run_states`."""
+
+    def _down_states(self, start: int, end: int) -> None:
+        """Per-sample state while the machine is down (kind-specific)."""
+
+    def _repaired(self) -> None:
+        """Back in service after a repair: the machine starts."""
+        self._enter(RUNNING)
+
+    def _run_states(self, codes: Arr, i: int, n: int) -> None:
+        """The states of samples ``i`` to ``n`` of the block, with no trip among them."""
         while i < n:
-            if i >= trip or self.state == FAULT:
-                codes[i:] = FAULT
-                self.state = FAULT
-                break
-            end = min(n, trip, i + self.left)
+            end = min(n, i + self.left)
             codes[i:end] = self.state
             self.left -= end - i
             i = end
             if self.left == 0:
                 self._enter(STATE_CODE[self.next_state[STATES[self.state]]])
-        return codes
 
     # --- blocks ---------------------------------------------------------------------
 
@@ -247,14 +332,16 @@ class MachineModel:
         fx = Effects.zeros(n)
         for fault in self.faults:
             fault.apply(elapsed, fx)
-        trip = int(min(n, max(0, self.trip_k - self.k)))
-        codes = self._states(n, trip)
+        codes = self._states(n, _clip_windows(self.down, self.k, n))
         if self.schedule is None:
             self.demand_factor = np.ones(n)
         else:
             self.demand_factor = self.schedule.factors(t, self.site.utc_offset_h, self._day_factor)
             # Off shift (or a day off): a planned stop, unless the machine has tripped.
             codes = np.where((self.demand_factor <= 0) & (codes != FAULT), np.int8(STOPPED), codes).astype(np.int8)
+        # Maintenance: out of service, a planned stop (a tripped machine is repaired in it).
+        for start, end in _clip_windows(self._maintenance_k, self.k, n):
+            codes[start:end] = STOPPED
         values = self.physics(t, fx, ambient_c(self.site, t), codes)
         values["state"] = STATE_NAMES[codes]
         for sensor in self.sensor_faults:
@@ -313,6 +400,37 @@ class MachineModel:
         if self.schedule is not None:
             out["schedule"] = dataclasses.asdict(self.schedule)
         return out
+
+
+def _param(name: str, value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise PlantError(f"{where}: parameter {name!r} must be a number, got {value!r}")
+    return float(value)
+
+
+def _sample(t_s: float, dt_s: float) -> int:
+    """Index of the first sample at or after ``t_s`` (:data:`NEVER` for an infinite time)."""
+    return NEVER if math.isinf(t_s) else max(0, math.ceil(t_s / dt_s - 1e-9))
+
+
+def _down_windows(faults: Sequence[Fault], dt_s: float) -> list[tuple[int, int]]:
+    """Samples [from, to) in which a machine is down: from each tripping fault's failure to
+    its repair, overlapping ranges merged."""
+    spans = sorted((_sample(f.failure_s, dt_s), _sample(f.repaired_s, dt_s)) for f in faults if f.trips and f.fails)
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        if end <= start:
+            continue
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _clip_windows(windows: Sequence[tuple[int, int]], k: int, n: int) -> list[tuple[int, int]]:
+    """The parts of sample ranges inside the block of samples ``k`` to ``k + n``, in block indices."""
+    return [(max(a, k) - k, min(b, k + n) - k) for a, b in windows if a < k + n and b > k]
 
 
 class Wander:

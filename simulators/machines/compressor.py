@@ -8,7 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from simulators.faults import Effects
-from simulators.machines.base import RUNNING, Arr, MachineModel, Wander, currents, segments
+from simulators.machines.base import RUNNING, Arr, MachineModel, Wander, segments
 
 
 class AirCompressor(MachineModel):
@@ -110,7 +110,7 @@ class AirCompressor(MachineModel):
             "load": np.round(load * 100, 1),
             "discharge_pressure": np.round(pressure + self.noise(0.02, n), 3),
             "flow": np.round(np.maximum(flow, 0.0), 1),
-            "motor_current": np.round(currents(power), 2),
+            "motor_current": np.round(self.motor_current(power, running), 2),
             "power": np.round(power, 3),
             "energy": self._energy(power),
             "vibration_rms": self._vibration(p["vibration_mm_s"] * (0.7 + 0.3 * load), fx, running),

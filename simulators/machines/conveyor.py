@@ -8,7 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from simulators.faults import Effects
-from simulators.machines.base import RUNNING, Arr, MachineModel, Wander, currents
+from simulators.machines.base import RUNNING, Arr, MachineModel, Wander
 
 
 class ConveyorDrive(MachineModel):
@@ -66,7 +66,7 @@ class ConveyorDrive(MachineModel):
             "speed": np.round(speed, 1),
             "belt_speed": np.round(belt, 3),
             "load": np.round(load * 100, 1),
-            "motor_current": np.round(currents(power, np.where(running, 1.5, 0.0)), 2),
+            "motor_current": np.round(self.motor_current(power, running), 2),
             "power": np.round(power, 3),
             "energy": self._energy(power),
             "vibration_rms": self._vibration(p["vibration_mm_s"] * (0.7 + 0.3 * load), fx, running),

@@ -9,7 +9,7 @@ from typing import ClassVar
 import numpy as np
 
 from simulators.faults import Effects
-from simulators.machines.base import CHANGEOVER, FAULT, IDLE, RUNNING, Arr, MachineModel, currents, lag, set_or_lag
+from simulators.machines.base import CHANGEOVER, IDLE, RUNNING, Arr, MachineModel, lag, set_or_lag
 
 
 class Extruder(MachineModel):
@@ -87,19 +87,20 @@ class Extruder(MachineModel):
         self.speed_set = self.p["screw_rpm"] * float(self.rng_state.uniform(0.9, 1.0))
         self.barrel_set = self.p["barrel_c"] + float(self.rng_state.uniform(-8.0, 8.0))
 
-    def _states(self, n: int, trip: int) -> Arr:
-        codes = np.empty(n, dtype=np.int8)
+    def _begin_states(self, n: int) -> None:
         self._speed_set = np.empty(n)
         self._barrel_set = np.empty(n)
         self._since = np.zeros(n)
-        limit = min(n, trip)
-        i = 0
-        while i < n:
-            if i >= trip or self.state == FAULT:
-                codes[i:] = FAULT
-                self._speed_set[i:], self._barrel_set[i:] = self.speed_set, self.barrel_set
-                self.state = FAULT
-                break
+
+    def _down_states(self, start: int, end: int) -> None:
+        self._speed_set[start:end], self._barrel_set[start:end] = self.speed_set, self.barrel_set
+
+    def _repaired(self) -> None:
+        self._enter(RUNNING)
+        self.since_start = 0.0
+
+    def _run_states(self, codes: Arr, i: int, limit: int) -> None:
+        while i < limit:
             left = self.changeover_left if self.state == CHANGEOVER else self.left
             steps = min(limit - i, left)
             codes[i : i + steps] = self.state
@@ -126,7 +127,6 @@ class Extruder(MachineModel):
             else:
                 self._enter(RUNNING)
                 self.since_start = 0.0
-        return codes
 
     def physics(self, t: Arr, fx: Effects, ambient: Arr, codes: Arr) -> dict[str, Arr]:
         p = self.p
@@ -161,7 +161,7 @@ class Extruder(MachineModel):
         return {
             "speed": np.round(speed, 2),
             "load": np.round(load * 100, 1),
-            "motor_current": np.round(currents(np.maximum(drive, 0.0), 4.0), 2),
+            "motor_current": np.round(self.motor_current(drive, running), 2),
             "power": np.round(power, 3),
             "energy": self._energy(power),
             "melt_pressure": np.round(np.maximum(melt, 0.0), 1),

@@ -8,15 +8,19 @@ from typing import ClassVar
 import numpy as np
 
 from simulators.faults import Effects
-from simulators.machines.base import RUNNING, Arr, MachineModel, Wander, currents, set_or_lag
+from simulators.machines.base import RUNNING, Arr, MachineModel, Wander, set_or_lag
+
+#: Share of the pumped fluid's temperature above ambient that reaches the bearing housing.
+BEARING_FLUID_SHARE = 0.25
 
 
 class CentrifugalPump(MachineModel):
     """Flow follows process demand; head follows the pump curve H = H0 (1 - 0.35 (Q/Qbep)^2);
     shaft power is hydraulic power over efficiency; temperatures lag toward load-dependent
-    equilibria above ambient. The suction strainer's pressure drop grows with the square of
-    the flow (and with fouling); the pumped fluid is process water warmed by the plant it
-    serves, plus the pump's own losses."""
+    equilibria above ambient (the bearings run 20-40 K above it: 50-75 degC on a warm day).
+    The suction strainer's pressure drop grows with the square of the flow (and with
+    fouling); the pumped fluid is process water warmed by the plant it serves, plus the
+    pump's own losses."""
 
     kind: ClassVar[str] = "centrifugal_pump"
     signals = (
@@ -45,6 +49,9 @@ class CentrifugalPump(MachineModel):
         "suction_bar": 0.6,  # at the pump inlet, with a clean strainer
         "strainer_dp_bar": 0.05,  # clean strainer's pressure drop at the best-efficiency flow
         "fluid_rise_k": 8.0,  # process fluid above ambient
+        # Bearing above ambient running at rated load; 60 % of it comes from running speed
+        # (rolling friction, grease churning, the shaft seal) whatever the load.
+        "bearing_rise_k": 30.0,
     }
     state_durations: ClassVar[Mapping[str, float]] = {"running": 8 * 3600, "idle": 20 * 60}
     effect_signals: ClassVar[Mapping[str, tuple[str, ...]]] = {
@@ -56,7 +63,8 @@ class CentrifugalPump(MachineModel):
     }
 
     def initial_rises(self) -> Mapping[str, float]:
-        return {"bearing": 22.0, "motor": 38.0, "fluid": self.p["fluid_rise_k"]}
+        rise = self.p["bearing_rise_k"] + BEARING_FLUID_SHARE * self.p["fluid_rise_k"]
+        return {"bearing": rise, "motor": 38.0, "fluid": self.p["fluid_rise_k"]}
 
     def setup(self) -> None:
         self.demand = Wander(self.rng, 0.85, 0.05, 1800, self.dt)
@@ -100,16 +108,20 @@ class CentrifugalPump(MachineModel):
         suction = np.where(running, suction_run, suction)
         discharge = np.where(running, discharge, still_discharge)
         power = np.maximum(power, 0.0)
+        # The bearing housing warms with running speed and load, and from the pumped fluid
+        # along the shaft (also at rest).
+        bearing_rise = np.where(running, p["bearing_rise_k"] * (0.6 + 0.4 * np.minimum(load, 1.2)), 0.0)
+        bearing_rise = bearing_rise + BEARING_FLUID_SHARE * (fluid - ambient)
         return {
             "speed": np.round(speed, 1),
             "flow": np.round(q, 2),
             "suction_pressure": np.round(suction, 3),
             "discharge_pressure": np.round(discharge, 3),
-            "motor_current": np.round(currents(power) + np.where(running, current_noise, 0.0), 2),
+            "motor_current": np.round(self.motor_current(power, running) + np.where(running, current_noise, 0.0), 2),
             "power": np.round(power, 3),
             "energy": self._energy(power),
             "vibration_rms": self._vibration(p["vibration_mm_s"] * (0.75 + 0.25 * load), fx, running),
-            "bearing_temp": self._thermal("bearing", ambient + 25 * load + fx.bearing_heat, 1200),
+            "bearing_temp": self._thermal("bearing", ambient + bearing_rise + fx.bearing_heat, 1200),
             "motor_temp": self._thermal("motor", ambient + 45 * load * load + fx.winding_heat, 1800),
             "ambient_temp": np.round(ambient + self.noise(0.1, n), 2),
             "differential_pressure": np.round(strainer_dp + extra.normal(0, 0.003, n), 3),

@@ -9,7 +9,7 @@ from typing import ClassVar
 import numpy as np
 
 from simulators.faults import Effects
-from simulators.machines.base import CHANGEOVER, FAULT, IDLE, RUNNING, Arr, MachineModel, currents
+from simulators.machines.base import CHANGEOVER, IDLE, RUNNING, Arr, MachineModel
 
 
 class SpinningFrame(MachineModel):
@@ -55,20 +55,15 @@ class SpinningFrame(MachineModel):
     def initial_rises(self) -> Mapping[str, float]:
         return {"bearing": 20.0, "motor": 36.0}
 
-    def _states(self, n: int, trip: int) -> Arr:
-        codes = np.empty(n, dtype=np.int8)
+    def _begin_states(self, n: int) -> None:
         self._progress = np.zeros(n)
         self._doffs = np.zeros(n, dtype=np.int64)
-        limit = min(n, trip)
-        i = 0
-        while i < n:
-            if self.doffed and i < limit:
+
+    def _run_states(self, codes: Arr, i: int, limit: int) -> None:
+        while i < limit:
+            if self.doffed:
                 self._doffs[i] += self.doffed
                 self.doffed = 0
-            if i >= trip or self.state == FAULT:
-                codes[i:] = FAULT
-                self.state = FAULT
-                break
             if self.state == CHANGEOVER:
                 steps = min(limit - i, self.doffing_left)
                 codes[i : i + steps] = CHANGEOVER
@@ -95,7 +90,6 @@ class SpinningFrame(MachineModel):
                 i += steps
                 if self.left == 0:
                     self._enter(RUNNING)
-        return codes
 
     def physics(self, t: Arr, fx: Effects, ambient: Arr, codes: Arr) -> dict[str, Arr]:
         p = self.p
@@ -114,7 +108,7 @@ class SpinningFrame(MachineModel):
         self.good, self.scrap = int(good[-1]), int(scrap[-1])
         return {
             "spindle_speed": np.round(np.maximum(speed, 0.0), 1),
-            "motor_current": np.round(currents(power), 2),
+            "motor_current": np.round(self.motor_current(power, running), 2),
             "power": np.round(power, 3),
             "energy": self._energy(power),
             "vibration_rms": self._vibration(p["vibration_mm_s"] * (0.6 + 0.4 * load), fx, running),
