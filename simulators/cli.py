@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         for g in fleet.ground_truth():
             end = "failure" if g.category == "machine" else "ends"
             if g.repaired_ms is not None and not g.failed:
-                end = "repaired before its failure"
+                end = "repaired before failing,"
                 end_ms = g.repaired_ms
             else:
                 end_ms = g.failure_ms
