@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -447,13 +448,27 @@ class StuckCheck:
         if not r.running:
             return ()
         out: list[Finding] = []
+        states, share, alpha, ts = self._s, self.flat_share, self.alpha, r.ts_ms
         for name, v in r.values.items():
-            st = self._s.get(name)
+            st = states.get(name)
             if st is None or not st.limit:
                 continue
-            was_flat = st.ewma_abs < self.flat_share * st.mean_abs
-            self._step(st, v, r.ts_ms, False)
-            flat = st.ewma_abs < self.flat_share * st.mean_abs
+            level = share * st.mean_abs
+            was_flat = st.ewma_abs < level
+            if st.prev is None:  # _step, inlined (this runs for every reading)
+                st.prev, st.run_start_ms = v, ts
+            else:
+                d = abs(v - st.prev)
+                if d == 0.0:
+                    st.run += 1
+                else:
+                    st.run = 0
+                    st.run_start_ms = ts
+                st.ewma_abs += alpha * (d - st.ewma_abs)
+                st.prev = v
+            flat = st.ewma_abs < level
+            if not flat and not was_flat and not st.active and st.run < st.limit:
+                continue  # the usual case: nothing to decide
             if flat and not was_flat:
                 st.flat_start_ms = r.ts_ms
             stuck = st.run >= st.limit
@@ -609,23 +624,35 @@ class SpikeCheck:
                 each.x0 = each.x1 = None
                 each.skip_next = False
             return out
+        states = self._s
+        back, alpha = self.back, self.alpha
         for name, v in r.values.items():
-            st = self._s.get(name)
+            st = states.get(name)
             if st is None or st.limit <= 0:
                 continue
-            if st.x0 is not None and st.x1 is not None:
-                score, jump = self._score(st, v)
+            x0, x1 = st.x0, st.x1
+            if x0 is not None and x1 is not None:
+                # _score, inlined (this runs for every reading)
+                d1 = x1 - x0
+                d2 = v - x1
+                score = 0.0
+                if d1 * d2 < 0:
+                    small = min(abs(d1), abs(d2))
+                    if abs(v - x0) <= back * small:
+                        score = small / st.sigma
                 if score >= st.limit:
-                    st.events.append((st.t1, jump))
+                    st.events.append((st.t1, d1))
                     st.last_event_ms = st.t1
                     st.skip_next = True
                 else:
                     if not st.skip_next:
-                        d = min(abs(st.x1 - st.x0), 4 * st.sigma)
-                        st.rough += self.alpha * (d - st.rough)
+                        d = min(abs(d1), 4 * st.sigma)
+                        st.rough += alpha * (d - st.rough)
                     st.skip_next = False
-            st.x0, st.x1, st.t1 = st.x1, v, r.ts_ms
-        for name, st in self._s.items():
+            st.x0, st.x1, st.t1 = x1, v, r.ts_ms
+        for name, st in states.items():
+            if not st.events and not st.active:
+                continue
             while st.events and st.events[0][0] < r.ts_ms - self.window_ms:
                 st.events.popleft()
             if not st.active and len(st.events) >= self.count:
@@ -675,23 +702,34 @@ class _Model:
     low: FloatArray  # the operating envelope the relation was learned in, per feature
     high: FloatArray
 
-    @property
-    def inputs(self) -> frozenset[str]:
-        return frozenset({_base(f) for f in self.features} | set(self.ref))
+    #: Per feature: (name, measured from the reference, low, high, mean, coef / scale), as
+    #: plain floats (a block is judged feature by feature: numpy's per-call cost dominates).
+    plan: tuple[tuple[str, bool, float, float, float, float], ...] = field(init=False, compare=False, repr=False)
+    inputs: frozenset[str] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        temps = [bool(self.ref) and _unit(_base(f)) == "degC" for f in self.features]
+        plan = tuple(
+            (f, t, float(lo), float(hi), float(m), float(c / sc))
+            for f, t, lo, hi, m, c, sc in zip(
+                self.features, temps, self.low, self.high, self.mean, self.coef, self.scale, strict=True
+            )
+        )
+        object.__setattr__(self, "plan", plan)
+        object.__setattr__(self, "inputs", frozenset({_base(f) for f in self.features} | set(self.ref)))
 
     def predict(self, row: Mapping[str, float]) -> float | None:
         try:
             base = sum(row[r] for r in self.ref) / len(self.ref) if self.ref else 0.0
-            x = np.fromiter(
-                (row[f] - (base if self.ref and _unit(_base(f)) == "degC" else 0.0) for f in self.features),
-                dtype=np.float64,
-                count=len(self.features),
-            )
+            total = self.intercept + base
+            for f, from_ref, lo, hi, mean, weight in self.plan:
+                x = row[f] - base if from_ref else row[f]
+                if not lo <= x <= hi:
+                    return None  # outside the learned operating envelope: the relation is not trusted there
+                total += (x - mean) * weight
         except KeyError:
             return None
-        if np.any(x < self.low) or np.any(x > self.high):
-            return None  # outside the learned operating envelope: the relation is not trusted there
-        return float(((x - self.mean) / self.scale) @ self.coef) + self.intercept + base
+        return total
 
 
 @dataclass(slots=True)
@@ -765,7 +803,8 @@ class RelationCheck:
         self.min_blocks = min_blocks
         self.rel_floor = rel_floor
         self.envelope = envelope
-        self._ewma: dict[str, float] = {}
+        #: The smoothed copies of each lagged signal, one per thermal lag (THERMAL_LAGS_S).
+        self._ewma: dict[str, list[float]] = {}
         self._last_ts: int | None = None
         self._buf: list[dict[str, float]] = []
         self._learn_rows: list[dict[str, float]] = []
@@ -780,7 +819,11 @@ class RelationCheck:
         for target, partners in PARTNERS.items():
             if _unit(target) == "degC":
                 self._lagged.update(partners)
-        self._lag_keys = [(n, [f"{n}~{tau:.0f}" for tau in THERMAL_LAGS_S]) for n in sorted(self._lagged)]
+        self._lag_keys = {n: tuple(f"{n}~{tau:.0f}" for tau in THERMAL_LAGS_S) for n in sorted(self._lagged)}
+        self._lag_names = list(self._lag_keys)
+        assert len(THERMAL_LAGS_S) == 3  # unrolled in _sample
+        self._alpha_dt: int | None = None
+        self._alphas: list[float] = []
 
     # -- samples to blocks --
 
@@ -796,31 +839,44 @@ class RelationCheck:
         else:
             dt, gap = 0, True
         self._last_ts = r.ts_ms
-        alphas = [1.0 - math.exp(-dt / 1000 / tau) for tau in THERMAL_LAGS_S]
+        if dt != self._alpha_dt:  # regular sampling: the same weights sample after sample
+            self._alpha_dt = dt
+            self._alphas = [1.0 - math.exp(-dt / 1000 / tau) for tau in THERMAL_LAGS_S]
+        a0, a1, a2 = self._alphas
         ewma = self._ewma
-        for name, keys in self._lag_keys:
-            v = r.values.get(name)
+        values = r.values
+        for name in self._lag_names:
+            v = values.get(name)
             if v is None:
                 continue
-            for key, a in zip(keys, alphas, strict=True):
-                old = ewma.get(key)
-                ewma[key] = v if old is None or gap else old + a * (v - old)
+            e = ewma.get(name)
+            if e is None or gap:
+                ewma[name] = [v, v, v]
+            else:
+                e[0] += a0 * (v - e[0])
+                e[1] += a1 * (v - e[1])
+                e[2] += a2 * (v - e[2])
         if not r.running or gap:
             self._buf.clear()
             self._contiguous = False
             return None
-        self._buf.append(r.values)
-        if len(self._buf) < self.block:
+        buf = self._buf
+        buf.append(values)
+        if len(buf) < self.block:
             return None
         row: dict[str, float] = {}
-        names = {n for s in self._buf for n in s if n in GAUGES}
+        names = {n for s in buf for n in s if n in GAUGES}
+        half = len(buf)
         for n in names:
-            vals = sorted(s[n] for s in self._buf if n in s)
+            vals = sorted([s[n] for s in buf if n in s])
             k = len(vals)
-            if 2 * k >= len(self._buf):
+            if 2 * k >= half:
                 row[n] = vals[k // 2] if k % 2 else 0.5 * (vals[k // 2 - 1] + vals[k // 2])
-        row.update(self._ewma)
-        self._buf.clear()
+        keys = self._lag_keys
+        for name, e in ewma.items():
+            k0, k1, k2 = keys[name]
+            row[k0], row[k1], row[k2] = e
+        self._buf = []
         return row
 
     def learn(self, r: Reading) -> None:
@@ -908,6 +964,10 @@ class RelationCheck:
                 m2 = self._fit(target, *self._spec(target, [q for q in partners if q != p]), rows)
                 if m2 is not None:
                     self._without[(target, p)] = m2
+        # From now on only the smoothed copies some model uses are kept up to date.
+        used = {f for m in [*self._models.values(), *self._without.values()] for f in m.features if "~" in f}
+        self._lag_names = [n for n, keys in self._lag_keys.items() if any(k in used for k in keys)]
+        self._ewma = {n: e for n, e in self._ewma.items() if n in self._lag_names}
 
     def _spec(self, target: str, partners: Sequence[str]) -> tuple[list[str], tuple[str, ...]]:
         """Features and reference of a model of ``target`` from ``partners``."""
@@ -1063,6 +1123,16 @@ def default_checks() -> list[QualityCheck]:
     return [RangeCheck(), DropoutCheck(), StuckCheck(), SpikeCheck(), RelationCheck()]
 
 
+#: Physical range of every numeric catalogue signal (state signals are not readings).
+#: (Infinities are never in range: the bounds are clamped to the largest finite float.)
+_BIG = sys.float_info.max
+_RANGES: dict[str, tuple[float, float]] = {
+    n: (max(s.low, -_BIG), min(s.high, _BIG)) for n, s in SIGNALS.items() if s.kind != "state"
+}
+_STATES = frozenset(n for n, s in SIGNALS.items() if s.kind == "state") | {"state"}
+_NO_RANGE = (-_BIG, _BIG)
+
+
 def _parse(ts_ms: int, values: Mapping[str, Value]) -> Reading:
     state_value = values.get("state")
     state = state_value if isinstance(state_value, str) else None
@@ -1070,11 +1140,9 @@ def _parse(ts_ms: int, values: Mapping[str, Value]) -> Reading:
     good: dict[str, float] = {}
     bad: dict[str, float] = {}
     missing: set[str] = set()
+    ranges = _RANGES
     for name, raw in values.items():
-        if name == "state" or not isinstance(name, str):
-            continue
-        sig = SIGNALS.get(name)
-        if sig is not None and sig.kind == "state":
+        if name in _STATES or not isinstance(name, str):
             continue
         if type(raw) is float:
             v = raw
@@ -1086,12 +1154,13 @@ def _parse(ts_ms: int, values: Mapping[str, Value]) -> Reading:
                 v = float(raw)
             except (OverflowError, ValueError):
                 v = math.inf if raw > 0 else -math.inf
-        if math.isnan(v):
-            missing.add(name)
-        elif not math.isfinite(v) or (sig is not None and not sig.low <= v <= sig.high):
-            bad[name] = v
-        else:
+        low, high = ranges.get(name, _NO_RANGE)
+        if low <= v <= high:
             good[name] = v
+        elif v != v:  # NaN
+            missing.add(name)
+        else:
+            bad[name] = v
     return Reading(ts_ms, state, running, good, bad, missing)
 
 
@@ -1116,6 +1185,10 @@ class DataQualityMonitor:
         self._open: dict[tuple[str, IssueKind], SensorIssue] = {}
         #: Unexpected errors swallowed by :meth:`update` (should stay 0; logged).
         self.internal_errors = 0
+        # Derived from ``_open``, rebuilt after an issue is raised or cleared.
+        self._others: list[frozenset[str]] | None = None
+        self._faulty: frozenset[str] | None = None
+        self._issues: tuple[SensorIssue, ...] | None = None
 
     @property
     def learning(self) -> bool:
@@ -1124,11 +1197,16 @@ class DataQualityMonitor:
     @property
     def faulty_signals(self) -> frozenset[str]:
         """Signals under a sensor issue now: leave them out of the machine-condition model."""
-        return frozenset(s for s, _ in self._open)
+        if self._faulty is None:
+            self._faulty = frozenset(s for s, _ in self._open)
+        return self._faulty
 
     @property
-    def open_issues(self) -> list[SensorIssue]:
-        return list(self._open.values())
+    def open_issues(self) -> Sequence[SensorIssue]:
+        """The issues open now (the same object until one is raised or cleared)."""
+        if self._issues is None:
+            self._issues = tuple(self._open.values())
+        return self._issues
 
     def update(self, ts_ms: int, values: Mapping[str, Value]) -> list[SensorIssue]:
         """Judge one sample; returns the issues it raised or cleared. Never raises."""
@@ -1159,10 +1237,14 @@ class DataQualityMonitor:
                 r, [f for c in self.checks if "out_of_range" in c.kinds for f in c.check(r, frozenset())]
             )
         findings: list[Finding] = []
-        for c in self.checks:
-            faulty = frozenset(s for s, k in self._open if k not in c.kinds) | {f.signal for f in findings if f.active}
+        others = self._others
+        if others is None:  # the signals under another check's issue, per check (until an issue changes)
+            others = self._others = [frozenset(s for s, k in self._open if k not in c.kinds) for c in self.checks]
+        for c, faulty in zip(self.checks, others, strict=True):
+            if findings:
+                faulty = faulty | {f.signal for f in findings if f.active}
             findings.extend(c.check(r, faulty))
-        return self._apply(r, findings)
+        return self._apply(r, findings) if findings else []
 
     def _apply(self, r: Reading, findings: Iterable[Finding]) -> list[SensorIssue]:
         out: list[SensorIssue] = []
@@ -1175,4 +1257,6 @@ class DataQualityMonitor:
             elif not f.active and key in self._open:
                 old = self._open.pop(key)
                 out.append(SensorIssue(f.signal, f.kind, old.started_ms, old.detail, "cleared", r.ts_ms))
+        if out:
+            self._others = self._faulty = self._issues = None
         return out

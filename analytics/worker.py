@@ -333,8 +333,11 @@ class AnalyticsWorker:
             if ts >= m.settled_from:
                 detector.learn_one(x)
             return None
-        score = detector.score_one(x)
-        signal = detector.explain_one(x)
+        both = getattr(detector, "score_and_explain", None)
+        if both is not None:  # one pass instead of two
+            score, signal = both(x)
+        else:
+            score, signal = detector.score_one(x), detector.explain_one(x)
         anomalous = score > self.config.threshold
         self.stats.samples_scored += 1
         self.stats.anomalous_samples += anomalous

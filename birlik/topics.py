@@ -12,7 +12,7 @@ a topic level never needs escaping anywhere downstream (MQTT filters, InfluxDB t
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 ROOT = "birlik"
@@ -43,10 +43,16 @@ class MachinePath:
     site: str
     line: str
     machine: str
+    #: Computed once: paths key every per-machine table on the hot paths.
+    _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for level in ("tenant", "site", "line", "machine"):
             check_name(level, getattr(self, level))
+        object.__setattr__(self, "_hash", hash((self.tenant, self.site, self.line, self.machine)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def topic(self, channel: Channel = "telemetry") -> str:
         return f"{ROOT}/{self.tenant}/{self.site}/{self.line}/{self.machine}/{channel}"

@@ -9,10 +9,13 @@
    many machines row by row with the moving-average detector, and encodes each score as an
    ``anomaly`` point of line protocol (``scoring_rps_per_core``: the detector's and the
    encoding's cost). Then the **live worker end to end** (``worker_rps_per_core``, by the
-   process's CPU time, and ``worker_rps_wall``): 100 pumps' messages (10 samples of 7
-   readings each) queued in a real Mosquitto, read by the worker, decoded, checked by the
-   data-quality monitor, scored (``zscore``), their alarms and health tracked, and every
-   point written to a real InfluxDB before the messages are acknowledged.
+   process's CPU time, and ``worker_rps_wall``): the built-in centre's 28 simulated
+   machines of five kinds (5-second samples with their state changes, 10 samples a
+   message), first 8 hours of warm-up scored in process while the checks and detectors
+   learn, then 2 hours' messages queued in a real Mosquitto, read by the worker, decoded,
+   checked by the data-quality monitor, scored (``zscore``), their alarms and health
+   tracked, and every point written to a real InfluxDB before the messages are
+   acknowledged. Readings are the numeric values of the samples (not the state).
 3. **State per machine**: the bytes of one fitted detector's persisted state (JSON).
 
 The harness needs pandas (installed with the ``dev`` extra). Where the harness or the data
@@ -122,13 +125,55 @@ def state_bytes() -> int:
     return len(json.dumps(d.state()).encode())
 
 
+def plant_messages(
+    warmup_h: float, measured_h: float, samples_per_message: int = 10, seed: int = 5
+) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]], int, int]:
+    """The built-in centre's machines (``simulators/plants/central-asia.yaml``: spinning
+    frames, conveyors, compressors, pumps, extruders, 5-second samples, with their state
+    changes) as telemetry messages: a warm-up (while the data-quality checks and the
+    detectors learn) and a measured period. Returns both, and the measured period's
+    samples and readings."""
+    from birlik.payload import Value, encode_telemetry
+    from birlik.plant import Machine, load_plant
+    from simulators.fleet import Fleet
+
+    plant = load_plant(REPO / "simulators" / "plants" / "central-asia.yaml")
+    t0 = 1_767_225_600_000
+    fleet = Fleet(plant, seed=seed, start_ms=t0)
+    split = t0 + int(warmup_h * 3_600_000)
+    end = split + int(measured_h * 3_600_000)
+    warmup: list[tuple[str, bytes]] = []
+    measured: list[tuple[str, bytes]] = []
+    samples = readings = 0
+    seq = 0
+    pending: dict[Machine, list[tuple[int, dict[str, Value]]]] = {}
+    for machine, ts, values in fleet.advance(end):
+        rows = pending.setdefault(machine, [])
+        rows.append((ts, values))
+        if len(rows) < samples_per_message:
+            continue
+        seq += 1
+        body = encode_telemetry(gateway="gw-bench", seq=seq, samples=rows, kind=machine.kind)
+        if rows[0][0] < split:
+            warmup.append((machine.path.topic(), body))
+        else:
+            measured.append((machine.path.topic(), body))
+            samples += len(rows)
+            readings += sum(1 for _, v in rows for k, x in v.items() if k != "state" and x is not None)
+        pending[machine] = []
+    return warmup, measured, samples, readings
+
+
 def worker_rate(
-    state: Path, machines: int = 100, messages: int = 50, samples: int = 10, *, data_quality: bool = True
+    state: Path, *, warmup_h: float = 8.0, measured_h: float = 2.0, data_quality: bool = True
 ) -> dict[str, float]:
     """Readings/s (per core: the process's CPU time) through the live worker end to end: from
-    the broker, decoded, sensor checks, scored, alarms, and the points written to InfluxDB."""
+    the broker, decoded, sensor checks, scored, alarms, and the points written to InfluxDB.
+
+    The worker first goes through a warm-up in this process (not measured: the checks and
+    detectors learn, as they do once per machine), then the measured period's messages are
+    queued in a real Mosquitto and the worker consumes them from there."""
     import dataclasses
-    import threading
 
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
@@ -140,38 +185,17 @@ def worker_rate(
     from analytics.worker import AnalyticsWorker
     from birlik.config import load_config
     from birlik.influx import InfluxClient, InfluxSettings
-    from birlik.payload import encode_telemetry
-    from birlik.topics import MachinePath
+    from birlik.payload import decode_telemetry
     from ops.servers import Supervisor
 
-    rng = np.random.default_rng(5)
-    t0 = 1_767_225_600_000
-    payloads: list[tuple[str, bytes]] = []
-    for m in range(machines):
-        path = MachinePath("acme", "kz-turkestan", f"line-{m % 5}", f"pump-{m}")
-        for k in range(messages):
-            rows = []
-            for j in range(samples):
-                i = k * samples + j
-                v = rng.normal(size=7)
-                rows.append(
-                    (
-                        t0 + i * 1000,
-                        {
-                            "vibration_rms": round(2.0 + 0.05 * v[0], 4),
-                            "bearing_temp": round(55 + 0.2 * v[1], 3),
-                            "motor_temp": round(60 + 0.2 * v[2], 3),
-                            "ambient_temp": 25.0,
-                            "flow": round(100 + v[3], 2),
-                            "pressure_out": round(5 + 0.05 * v[4], 3),
-                            "current": round(30 + 0.3 * v[5], 2),
-                            "state": "running",
-                        },
-                    )
-                )
-            payloads.append((path.topic(), encode_telemetry(gateway="gw-bench", seq=len(payloads) + 1, samples=rows)))
-    total_samples = machines * messages * samples
-    readings = total_samples * 7
+    warmup, measured, total_samples, readings = plant_messages(warmup_h, measured_h)
+    log.info(
+        "worker: %d warm-up messages, then %d messages (%d samples, %d readings) measured",
+        len(warmup),
+        len(measured),
+        total_samples,
+        readings,
+    )
     (state / "worker" / "alarms.sqlite").unlink(missing_ok=True)
     with Supervisor(state / "worker") as supervisor:
         broker = supervisor.start_mosquitto()
@@ -179,28 +203,37 @@ def worker_rate(
         config = load_config(None, env={})
         config.mqtt.url = broker.url
         config.alarms.store = str(state / "worker" / "alarms.sqlite")
-        analytics = dataclasses.replace(config.analytics, warmup_samples=60, data_quality=data_quality)
+        analytics = dataclasses.replace(config.analytics, data_quality=data_quality)
         settings = InfluxSettings(url=server.url, database="bench_worker")
         with InfluxClient(settings) as influx:
             influx.create_database()
+            service = AlarmService(config.alarms, AlarmStore(config.alarms.store), [])
+            worker = AnalyticsWorker(
+                influx, analytics, detector_factory=DETECTORS["zscore"], since_ms=0, alarms=service
+            )
+            lines: list[str] = []
+            for topic, body in warmup:  # learning, in process
+                worker.score_telemetry(decode_telemetry(topic, body), lines, [])
+                if len(lines) >= 50_000:
+                    worker.write(lines)
+                    lines.clear()
+            worker.write(lines)
+            learning = sum(1 for m in worker._machines.values() if m.quality is not None and m.quality.learning)
+            log.info("worker: warm-up done (%d machines, %d still learning)", len(worker._machines), learning)
             stream = TelemetryStream(config.mqtt, client_id=f"bench-analytics-stream-{data_quality}")
             stream.subscribed.wait(15)
             pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
             pub.max_inflight_messages_set(1000)
             pub.connect(broker.host, broker.port)
             pub.loop_start()
-            infos = [pub.publish(topic, body, qos=1) for topic, body in payloads]
+            infos = [pub.publish(topic, body, qos=1) for topic, body in measured]
             for info in infos:
                 info.wait_for_publish(60)
             pub.disconnect()
             pub.loop_stop()
-            service = AlarmService(config.alarms, AlarmStore(config.alarms.store), [])
-            worker = AnalyticsWorker(
-                influx, analytics, detector_factory=DETECTORS["zscore"], since_ms=t0, alarms=service
-            )
+            read0 = worker.stats.samples_read
             cpu0, wall0 = time.process_time(), time.monotonic()
-            done = threading.Event()
-            worker.run_live(stream, should_stop=lambda: worker.stats.samples_read >= total_samples or done.is_set())
+            worker.run_live(stream, should_stop=lambda: worker.stats.samples_read - read0 >= total_samples)
             cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
             stream.close()
             service.close(drain_s=0)

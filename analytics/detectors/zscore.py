@@ -20,9 +20,14 @@ huge scores.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+import numpy.typing as npt
 
 from analytics.detectors.base import Features
+
+FloatArray = npt.NDArray[np.float64]
 
 #: Features where only an increase is a sign of trouble.
 RISING_ONLY = ("vibration_rms", "accel_rms", "accel2_rms", "bearing_temp", "motor_temp", "oil_temp", "discharge_temp")
@@ -46,6 +51,8 @@ class ZScoreDetector:
         self._seen = 0
         self._std: np.ndarray | None = None
         self._rising = np.zeros(0, dtype=bool)
+        #: Once ready: feature -> (mean, 1 / spread, rising only).
+        self._model: dict[str, tuple[float, float, bool]] = {}
 
     @property
     def ready(self) -> bool:
@@ -75,19 +82,53 @@ class ZScoreDetector:
         self._m2[idx] += delta * (v - self._mean[idx])
         self._seen += 1
         if self.ready:
-            var = np.where(self._n > 1, self._m2 / np.maximum(self._n - 1, 1), 0.0)
-            floors = np.array([MIN_STD.get(f, self.min_abs_std) for f in self.features])
-            self._std = np.maximum.reduce([np.sqrt(var), self.min_rel_std * np.abs(self._mean), floors])
+            self._freeze()
 
-    def _z(self, x: Features) -> tuple[np.ndarray, list[str]]:
-        if self._std is None:
-            return np.zeros(0), []
-        names = [k for k in x if k in self._index]
-        idx = np.fromiter((self._index[k] for k in names), dtype=int, count=len(names))
-        v = np.fromiter((x[k] for k in names), dtype=float, count=len(names))
-        z = (v - self._mean[idx]) / self._std[idx]
-        z = np.where(self._rising[idx], z, np.abs(z))
-        return z, names
+    def _freeze(self) -> None:
+        var = np.where(self._n > 1, self._m2 / np.maximum(self._n - 1, 1), 0.0)
+        floors = np.array([MIN_STD.get(f, self.min_abs_std) for f in self.features])
+        self._std = np.maximum.reduce([np.sqrt(var), self.min_rel_std * np.abs(self._mean), floors])
+        self._model = {
+            f: (float(m), float(1.0 / s), bool(r))
+            for f, m, s, r in zip(self.features, self._mean, self._std, self._rising, strict=True)
+        }
+
+    def score_and_explain(self, x: Features) -> tuple[float, str]:
+        """The score of ``x`` and the feature behind it, in one pass (the worker's hot path:
+        plain Python over a handful of features is faster than numpy's per-call cost)."""
+        model = self._model
+        best, name = 0.0, ""
+        first = True
+        for k, v in x.items():
+            entry = model.get(k)
+            if entry is None:
+                continue
+            mean, inv, rising = entry
+            z = (v - mean) * inv
+            if not rising and z < 0:
+                z = -z
+            if first or z > best:
+                best, name, first = z, k, False
+        return (best if best > 0.0 else 0.0), name
+
+    def score_many(self, x: FloatArray, names: Sequence[str]) -> tuple[FloatArray, FloatArray]:
+        """Batch form: rows of ``x`` (columns ``names``, NaN where a feature is missing) to
+        scores and the column index behind each (-1: nothing scored); the same as
+        :meth:`score_and_explain` row by row."""
+        n = x.shape[0]
+        cols = [i for i, f in enumerate(names) if f in self._model]
+        if self._std is None or not cols:
+            return np.zeros(n), np.full(n, -1)
+        mean = np.array([self._model[names[i]][0] for i in cols])
+        inv = np.array([self._model[names[i]][1] for i in cols])
+        rising = np.array([self._model[names[i]][2] for i in cols])
+        z = (x[:, cols] - mean) * inv
+        z = np.where(rising, z, np.abs(z))
+        z = np.where(np.isnan(z), -np.inf, z)
+        best = z.argmax(axis=1)
+        top = z[np.arange(n), best]
+        scored = np.isfinite(top)
+        return np.where(scored, np.maximum(top, 0.0), 0.0), np.where(scored, np.asarray(cols)[best], -1)
 
     def state(self) -> dict[str, object]:
         """What it learned, as JSON-ready values (see :meth:`load_state`)."""
@@ -121,6 +162,12 @@ class ZScoreDetector:
         self._n, self._mean, self._m2 = arrays
         self._std, self._seen = std_arr, seen
         self._rising = np.array([f in RISING_ONLY for f in self.features], dtype=bool)
+        self._model = {}
+        if std_arr is not None:
+            self._model = {
+                f: (float(m), float(1.0 / s), bool(r))
+                for f, m, s, r in zip(self.features, self._mean, std_arr, self._rising, strict=True)
+            }
 
     def normal(self, name: str) -> float | None:
         """The learned normal level of feature ``name`` (None before the warm-up ends)."""
@@ -128,9 +175,7 @@ class ZScoreDetector:
         return float(self._mean[i]) if i is not None and self._std is not None else None
 
     def score_one(self, x: Features) -> float:
-        z, _ = self._z(x)
-        return float(max(z.max(), 0.0)) if z.size else 0.0
+        return self.score_and_explain(x)[0]
 
     def explain_one(self, x: Features) -> str:
-        z, names = self._z(x)
-        return names[int(z.argmax())] if z.size else ""
+        return self.score_and_explain(x)[1]
