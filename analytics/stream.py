@@ -114,7 +114,7 @@ class StreamStats:
 def run_stream(
     stream: TelemetryStream,
     *,
-    score: Callable[[object, list[str], list[Alert]], int],
+    score: Callable[[list[object], list[str], list[Alert]], int],
     write: Callable[[list[str]], None],
     after_batch: Callable[[list[Alert]], None],
     should_stop: Callable[[], bool],
@@ -122,7 +122,8 @@ def run_stream(
     batch_wait_s: float = 0.2,
     stats: StreamStats | None = None,
 ) -> StreamStats:
-    """Take messages as they arrive, score them in batches, write, then acknowledge."""
+    """Take messages as they arrive, score them in batches (``score`` gets a batch's decoded
+    messages in arrival order), write, then acknowledge."""
     stats = stats or StreamStats()
     while not should_stop():
         batch: list[_Message] = []
@@ -139,17 +140,17 @@ def run_stream(
                 time.sleep(0.005)
         lines: list[str] = []
         alerts: list[Alert] = []
+        decoded: list[object] = []
         for m in batch:
             try:
-                telemetry = decode_telemetry(m.topic, m.payload)
+                decoded.append(decode_telemetry(m.topic, m.payload))
             except PayloadError:
                 stats.rejected += 1
-                continue
-            try:
-                stats.samples += score(telemetry, lines, alerts)
-            except Exception:  # a bug must not stop the worker or hold the stream back
-                stats.rejected += 1
-                log.exception("unexpected error scoring a message on %r; skipped", m.topic[:200])
+        try:
+            stats.samples += score(decoded, lines, alerts)
+        except Exception:  # a bug must not stop the worker or hold the stream back
+            stats.rejected += len(decoded)
+            log.exception("unexpected error scoring a batch of %d messages; skipped", len(decoded))
         while True:
             try:
                 if lines:

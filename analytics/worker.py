@@ -21,7 +21,7 @@ from analytics.alarmservice import AlarmService
 from analytics.alerts import AlertChannel, AlertTracker
 from analytics.detectors import Detector
 from analytics.features import features
-from analytics.quality import DataQualityMonitor, SensorIssue
+from analytics.quality import BATCH_MIN, DataQualityMonitor, SensorIssue
 from analytics.rul import RulTracker
 from analytics.stream import TelemetryStream, run_stream
 from birlik import schema
@@ -204,6 +204,8 @@ class AnalyticsWorker:
         alerts: list[Alert] = []
         read = 0
         for machine, series in zip(machines, results, strict=True):
+            stamps: list[int] = []
+            rows: list[dict[str, Any]] = []
             for s in series:
                 columns = s.columns
                 for row in s.values:
@@ -212,10 +214,12 @@ class AnalyticsWorker:
                         for c, v in zip(columns, row, strict=True)
                         if v is not None and c not in schema.MACHINE_TAGS
                     }
-                    ts = int(values.pop("time"))
-                    read += 1
-                    machine.last_ts = max(machine.last_ts, ts)
-                    self.sample(machine, ts, values, lines, alerts)
+                    stamps.append(int(values.pop("time")))
+                    rows.append(values)
+            if stamps:
+                read += len(stamps)
+                machine.last_ts = max(machine.last_ts, max(stamps))
+                self.samples(machine, stamps, rows, lines, alerts)
             if machine.last_ts >= self.since_ms:
                 self.stats.last_ts_by_machine[str(machine.path)] = machine.last_ts
         if lines:
@@ -251,23 +255,57 @@ class AnalyticsWorker:
 
     def sample(self, m: _Machine, ts: int, values: dict[str, Any], lines: list[str], alerts: list[Alert]) -> None:
         """Everything done with one sample: sensor checks, scoring, health, alarms."""
-        self._unsaved += 1
         quality = m.quality
-        if quality is not None:
-            for issue in quality.update(ts, values):
-                self.stats.sensor_issues += issue.state == "raised"
-                lines.append(_issue_point(m, issue))
-        scored = self._score(m, ts, values, lines, alerts)
+        if quality is None:
+            self._judged(m, ts, values, lines, alerts, frozenset(), None)
+            return
+        for issue in quality.update(ts, values):
+            self.stats.sensor_issues += issue.state == "raised"
+            lines.append(_issue_point(m, issue))
+        self._judged(m, ts, values, lines, alerts, quality.faulty_signals, quality.open_issues)
+
+    def samples(
+        self, m: _Machine, ts: list[int], values: list[dict[str, Any]], lines: list[str], alerts: list[Alert]
+    ) -> None:
+        """:meth:`sample` for a run of one machine's samples: the sensor checks judge them
+        in columns (:meth:`DataQualityMonitor.update_many`), then each is scored, in order,
+        with the sensor issues open at its time."""
+        quality = m.quality
+        if quality is None or len(ts) < BATCH_MIN:
+            for t, v in zip(ts, values, strict=True):
+                self.sample(m, t, v, lines, alerts)
+            return
+        opened = {(i.signal, i.kind): i for i in quality.open_issues}
+        faulty, issues = quality.faulty_signals, quality.open_issues
+        events = dict(quality.update_many(ts, values))
+        for j, (t, v) in enumerate(zip(ts, values, strict=True)):
+            changed = events.get(j)
+            if changed:
+                for issue in changed:
+                    self.stats.sensor_issues += issue.state == "raised"
+                    lines.append(_issue_point(m, issue))
+                    if issue.state == "raised":
+                        opened[(issue.signal, issue.kind)] = issue
+                    else:
+                        opened.pop((issue.signal, issue.kind), None)
+                faulty, issues = frozenset(s for s, _ in opened), tuple(opened.values())
+            self._judged(m, t, v, lines, alerts, faulty, issues)
+
+    def _judged(
+        self,
+        m: _Machine,
+        ts: int,
+        values: dict[str, Any],
+        lines: list[str],
+        alerts: list[Alert],
+        faulty: frozenset[str],
+        issues: Sequence[SensorIssue] | None,
+    ) -> None:
+        """Scoring, health and alarms of a sample whose sensors have been checked."""
+        self._unsaved += 1
+        scored = self._score(m, ts, values, lines, alerts, faulty)
         if self.alarms is not None:
-            self.alarms.sample(
-                m.path,
-                m.kind,
-                ts,
-                values,
-                scored=scored,
-                estimate=m.rul.latest,
-                sensor_issues=quality.open_issues if quality is not None else None,
-            )
+            self.alarms.sample(m.path, m.kind, ts, values, scored=scored, estimate=m.rul.latest, sensor_issues=issues)
 
     def emit(self, alerts: list[Alert]) -> None:
         for alert in alerts:
@@ -278,12 +316,33 @@ class AnalyticsWorker:
     def score_telemetry(self, telemetry: object, lines: list[str], alerts: list[Alert]) -> int:
         """Every sample of one decoded telemetry message, in arrival order; how many."""
         assert isinstance(telemetry, Telemetry)
-        m = self.machine(telemetry.path, telemetry.kind or "")
-        for sample in telemetry.samples:
-            self.sample(m, sample.ts_ms, dict(sample.values), lines, alerts)
-            m.last_ts = max(m.last_ts, sample.ts_ms)
-        self.stats.samples_read += len(telemetry.samples)
-        return len(telemetry.samples)
+        return self.score_batch([telemetry], lines, alerts)
+
+    def score_batch(self, messages: Sequence[object], lines: list[str], alerts: list[Alert]) -> int:
+        """Every sample of a batch of decoded telemetry messages, each machine's in arrival
+        order (a machine's samples are judged together: see :meth:`samples`); how many.
+        A bug hit on one machine's samples is logged and costs only those."""
+        groups: dict[MachinePath, tuple[_Machine, list[int], list[dict[str, Any]]]] = {}
+        for telemetry in messages:
+            assert isinstance(telemetry, Telemetry)
+            group = groups.get(telemetry.path)
+            if group is None:
+                group = groups[telemetry.path] = (self.machine(telemetry.path, telemetry.kind or ""), [], [])
+            for sample in telemetry.samples:
+                group[1].append(sample.ts_ms)
+                group[2].append(dict(sample.values))
+        done = 0
+        for m, ts, values in groups.values():
+            if not ts:
+                continue
+            try:
+                self.samples(m, ts, values, lines, alerts)
+            except Exception:  # a bug must not stop the worker or the other machines
+                log.exception("%s: unexpected error scoring %d samples; skipped", m.path, len(ts))
+            m.last_ts = max(m.last_ts, max(ts))
+            done += len(ts)
+        self.stats.samples_read += done
+        return done
 
     def run_live(self, stream: TelemetryStream, should_stop: Callable[[], bool] = lambda: False) -> AnalyticsStats:
         """Score the broker's telemetry as it arrives until ``should_stop()`` (or SIGTERM)."""
@@ -306,11 +365,17 @@ class AnalyticsWorker:
             self._stats_file.update({**self.stats.as_dict(), "running": True})
 
         with contextlib.suppress(KeyboardInterrupt):
-            run_stream(stream, score=self.score_telemetry, write=self.write, after_batch=after, should_stop=should_stop)
+            run_stream(stream, score=self.score_batch, write=self.write, after_batch=after, should_stop=should_stop)
         return self._stopped()
 
     def _score(
-        self, m: _Machine, ts: int, values: dict[str, Any], lines: list[str], alerts: list[Alert]
+        self,
+        m: _Machine,
+        ts: int,
+        values: dict[str, Any],
+        lines: list[str],
+        alerts: list[Alert],
+        faulty: frozenset[str],
     ) -> tuple[float, float, str, float | None] | None:
         """Score one sample (if running and settled): score, threshold, the signal behind it and
         that signal's normal level in its own unit; None when the sample is not scored."""
@@ -318,9 +383,9 @@ class AnalyticsWorker:
             m.settled_from = None
             return None
         x = (f if callable(f := getattr(m.detector, "features", None)) else features)(values)
-        if x is not None and m.quality is not None and m.quality.faulty_signals:
+        if x is not None and faulty:
             # A sensor under a data-quality issue stays out of the machine model.
-            x = {k: v for k, v in x.items() if k not in m.quality.faulty_signals} or None
+            x = {k: v for k, v in x.items() if k not in faulty} or None
         if x is None:
             return None
         if m.settled_from is None:  # just started again: temperatures are still rising

@@ -165,7 +165,12 @@ def plant_messages(
 
 
 def worker_rate(
-    state: Path, *, warmup_h: float = 8.0, measured_h: float = 2.0, data_quality: bool = True
+    state: Path,
+    *,
+    warmup_h: float = 8.0,
+    measured_h: float = 2.0,
+    data_quality: bool = True,
+    samples_per_message: int = 10,
 ) -> dict[str, float]:
     """Readings/s (per core: the process's CPU time) through the live worker end to end: from
     the broker, decoded, sensor checks, scored, alarms, and the points written to InfluxDB.
@@ -188,7 +193,7 @@ def worker_rate(
     from birlik.payload import decode_telemetry
     from ops.servers import Supervisor
 
-    warmup, measured, total_samples, readings = plant_messages(warmup_h, measured_h)
+    warmup, measured, total_samples, readings = plant_messages(warmup_h, measured_h, samples_per_message)
     log.info(
         "worker: %d warm-up messages, then %d messages (%d samples, %d readings) measured",
         len(warmup),
