@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analytics.alerts import AlertTracker
 from analytics.detectors import DETECTORS, ZScoreDetector
@@ -62,6 +67,32 @@ def _trained(warmup: int = 50) -> ZScoreDetector:
             {"vibration_rms": 2.0 + 0.5 * sign, "bearing_temp": 30.0 + 2 * sign, "flow": 100 + 10 * sign}
         )
     return detector
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(["vibration_rms", "bearing_temp", "flow", "motor_temp"]),
+            st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
+            max_size=4,
+        ),
+        max_size=20,
+    )
+)
+def test_zscore_batch_form_scores_and_explains_as_one_by_one(rows: list[dict[str, float]]) -> None:
+    detector = _trained()
+    names = ["vibration_rms", "bearing_temp", "flow", "motor_temp"]
+    x = np.array([[r.get(n, np.nan) for n in names] for r in rows]).reshape(len(rows), len(names))
+    scores, which = detector.score_many(x, names)
+    for row, score, col in zip(rows, scores, which, strict=True):
+        one, name = detector.score_and_explain(row)
+        assert one == detector.score_one(row) and name == detector.explain_one(row)
+        assert math.isclose(score, one, rel_tol=1e-12, abs_tol=1e-12)
+        # The same signal, unless two tie (then either is the explanation).
+        if col >= 0 and names[col] != name:
+            assert math.isclose(detector.score_and_explain({names[col]: row[names[col]]})[0], one, rel_tol=1e-12)
+        assert (col < 0) == (name == "")
 
 
 def test_not_ready_and_scores_zero_before_warmup() -> None:
