@@ -15,9 +15,18 @@ CONDITION_SIGNALS = frozenset(
 )
 assert SIGNALS.keys() >= CONDITION_SIGNALS
 
+#: Square laws: a process variable and what drives it. A strainer's (or an orifice's)
+#: pressure drop grows with the square of the flow through it, whatever the demand; the same
+#: flow with a higher drop is fouling (a clogging suction strainer). Both signals go to the
+#: detector, which scores the drop's excess over its learned square law and never the
+#: driver itself (see :mod:`analytics.detectors.zscore`).
+SQUARE_LAWS = {"differential_pressure": "flow"}
+assert SIGNALS.keys() >= SQUARE_LAWS.keys() | set(SQUARE_LAWS.values())
+
 
 def features(values: Mapping[str, Any]) -> dict[str, float] | None:
-    """The condition signals of a sample taken while running, or None if it is not scored.
+    """The condition signals of a sample taken while running (and the signals of a square law,
+    :data:`SQUARE_LAWS`, both present), or None if it is not scored.
 
     Samples in any state but ``running`` are left out: idle and stopped machines are not
     compared with running ones. Temperatures become rises over the ambient temperature
@@ -36,4 +45,8 @@ def features(values: Mapping[str, Any]) -> dict[str, float] | None:
             out[name] = float(value) - float(ambient)
         else:
             out[name] = float(value)
+    for target, driver in SQUARE_LAWS.items():
+        y, q = values.get(target), values.get(driver)
+        if (type(y) is float or type(y) is int) and (type(q) is float or type(q) is int):  # not bools
+            out[target], out[driver] = float(y), float(q)
     return out or None

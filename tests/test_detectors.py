@@ -59,12 +59,13 @@ def test_condition_signals() -> None:
 
 
 def _trained(warmup: int = 50) -> ZScoreDetector:
-    """Vibration 2.0 +- 0.5 (well above its floor), bearing rise 30 +- 2, flow 100 +- 10."""
+    """Vibration 2.0 +- 0.5 (well above its floor), bearing rise 30 +- 2, a two-sided signal
+    100 +- 10 (any signal the features pass that is neither rising-only nor a square law's)."""
     detector = ZScoreDetector(warmup=warmup)
     for i in range(warmup):
         sign = 1 if i % 2 else -1
         detector.learn_one(
-            {"vibration_rms": 2.0 + 0.5 * sign, "bearing_temp": 30.0 + 2 * sign, "flow": 100 + 10 * sign}
+            {"vibration_rms": 2.0 + 0.5 * sign, "bearing_temp": 30.0 + 2 * sign, "power": 100 + 10 * sign}
         )
     return detector
 
@@ -73,7 +74,7 @@ def _trained(warmup: int = 50) -> ZScoreDetector:
 @given(
     st.lists(
         st.dictionaries(
-            st.sampled_from(["vibration_rms", "bearing_temp", "flow", "motor_temp"]),
+            st.sampled_from(["vibration_rms", "bearing_temp", "power", "motor_temp"]),
             st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
             max_size=4,
         ),
@@ -82,7 +83,7 @@ def _trained(warmup: int = 50) -> ZScoreDetector:
 )
 def test_zscore_batch_form_scores_and_explains_as_one_by_one(rows: list[dict[str, float]]) -> None:
     detector = _trained()
-    names = ["vibration_rms", "bearing_temp", "flow", "motor_temp"]
+    names = ["vibration_rms", "bearing_temp", "power", "motor_temp"]
     x = np.array([[r.get(n, np.nan) for n in names] for r in rows]).reshape(len(rows), len(names))
     scores, which = detector.score_many(x, names)
     for row, score, col in zip(rows, scores, which, strict=True):
@@ -123,26 +124,50 @@ def test_baseline_is_frozen_after_warmup() -> None:
     before = detector.score_one({"vibration_rms": 5.0})
 
     for _ in range(500):  # a slow degradation must not become the new normal
-        detector.learn_one({"vibration_rms": 5.0, "bearing_temp": 50.0, "flow": 100.0})
+        detector.learn_one({"vibration_rms": 5.0, "bearing_temp": 50.0, "power": 100.0})
 
     assert detector.score_one({"vibration_rms": 5.0}) == before > 5
+
+
+def test_square_law_scores_a_strainer_drop_rising_at_the_same_flow_never_the_flow() -> None:
+    detector = ZScoreDetector(warmup=400)
+    rng = np.random.default_rng(3)
+    for i in range(400):  # demand changes: the flow moves between 45 % and 95 % of 120 m3/h
+        q = 120 * (0.45 if i % 100 < 40 else 0.95) + rng.normal(0, 0.6)
+        detector.learn_one(
+            {
+                "vibration_rms": 2.0 + rng.normal(0, 0.05),
+                "differential_pressure": 0.05 * (q / 120) ** 2 + rng.normal(0, 0.003),
+                "flow": q,
+            }
+        )
+    clean = {"vibration_rms": 2.0, "differential_pressure": 0.05 * 0.45**2, "flow": 54.0}
+    assert detector.score_one(clean) < 2  # a low flow with its low drop is normal
+    assert detector.score_one({**clean, "flow": 20.0, "differential_pressure": 0.05 * (20 / 120) ** 2}) < 2
+    fouled = {**clean, "differential_pressure": 3 * clean["differential_pressure"]}
+    assert detector.score_one(fouled) > 6 and detector.explain_one(fouled) == "differential_pressure"
+    assert detector.score_one({**clean, "differential_pressure": 0.0}) == 0.0  # below the law: not a case
+    assert detector.normal("differential_pressure") is not None
+    again = ZScoreDetector(warmup=400)
+    again.load_state(detector.state())
+    assert again.score_one(fouled) == detector.score_one(fouled)
 
 
 def test_rising_only_features_ignore_drops_other_features_do_not() -> None:
     detector = _trained()
 
     assert detector.score_one({"vibration_rms": 0.0, "bearing_temp": 10.0}) == 0.0
-    assert detector.score_one({"flow": 40.0}) == pytest.approx(6 / (50 / 49) ** 0.5)
-    assert detector.score_one({"flow": 160.0}) == detector.score_one({"flow": 40.0})
+    assert detector.score_one({"power": 40.0}) == pytest.approx(6 / (50 / 49) ** 0.5)
+    assert detector.score_one({"power": 160.0}) == detector.score_one({"power": 40.0})
 
 
 def test_explain_one_names_the_largest_contributor() -> None:
     detector = _trained()
 
-    assert detector.explain_one({"vibration_rms": 2.1, "bearing_temp": 45.0, "flow": 105.0}) == "bearing_temp"
-    assert detector.explain_one({"vibration_rms": 4.5, "bearing_temp": 31.0, "flow": 105.0}) == "vibration_rms"
-    # A large drop of a rising-only feature is not the explanation; the flow change is.
-    assert detector.explain_one({"vibration_rms": 0.0, "bearing_temp": 0.0, "flow": 120.0}) == "flow"
+    assert detector.explain_one({"vibration_rms": 2.1, "bearing_temp": 45.0, "power": 105.0}) == "bearing_temp"
+    assert detector.explain_one({"vibration_rms": 4.5, "bearing_temp": 31.0, "power": 105.0}) == "vibration_rms"
+    # A large drop of a rising-only feature is not the explanation; the power change is.
+    assert detector.explain_one({"vibration_rms": 0.0, "bearing_temp": 0.0, "power": 120.0}) == "power"
 
 
 def test_unknown_features_are_ignored() -> None:

@@ -20,12 +20,14 @@ huge scores.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from analytics.detectors.base import Features
+from analytics.features import SQUARE_LAWS
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -36,7 +38,19 @@ RISING_ONLY = ("vibration_rms", "accel_rms", "accel2_rms", "bearing_temp", "moto
 MIN_STD = {"vibration_rms": 0.15, "bearing_temp": 2.5, "motor_temp": 2.5, "oil_temp": 2.5, "discharge_temp": 2.5}
 
 
+#: The drivers of the square laws: inputs of a law, never scored themselves.
+DRIVERS = frozenset(SQUARE_LAWS.values())
+#: Square-law sums needed: samples, sum y q^2, sum q^4, sum y^2, sum y.
+_LAW_SUMS = 5
+
+
 class ZScoreDetector:
+    """See the module docstring. A square law (:data:`analytics.features.SQUARE_LAWS`:
+    a strainer's pressure drop ``y`` and the flow ``q`` through it) is learned in the warm-up
+    as ``y = K q^2`` (least squares) with the spread of its residual; after it, the drop's
+    excess over ``K q^2`` in that spread is scored like any feature, rising only (a drop
+    below its law is no maintenance case). The flow itself is not scored."""
+
     name = "zscore"
 
     def __init__(self, *, warmup: int = 60, min_rel_std: float = 0.02, min_abs_std: float = 0.01) -> None:
@@ -53,6 +67,10 @@ class ZScoreDetector:
         self._rising = np.zeros(0, dtype=bool)
         #: Once ready: feature -> (mean, 1 / spread, rising only).
         self._model: dict[str, tuple[float, float, bool]] = {}
+        #: Square laws: target -> sums over the warm-up (see _LAW_SUMS).
+        self._laws: dict[str, list[float]] = {}
+        #: Once ready: target -> (driver, K, 1 / spread of the residual).
+        self._law_model: dict[str, tuple[str, float, float]] = {}
 
     @property
     def ready(self) -> bool:
@@ -71,6 +89,18 @@ class ZScoreDetector:
     def learn_one(self, x: Features) -> None:
         if self.ready:
             return  # the baseline is frozen after warm-up
+        for target, driver in SQUARE_LAWS.items():
+            y, q = x.get(target), x.get(driver)
+            if y is not None and q is not None:
+                sums = self._laws.setdefault(target, [0.0] * _LAW_SUMS)
+                q2 = q * q
+                sums[0] += 1
+                sums[1] += y * q2
+                sums[2] += q2 * q2
+                sums[3] += y * y
+                sums[4] += y
+        if any(k in SQUARE_LAWS or k in DRIVERS for k in x):
+            x = {k: v for k, v in x.items() if k not in SQUARE_LAWS and k not in DRIVERS}
         new = [k for k in x if k not in self._index]
         if new:
             self._grow(new)
@@ -92,6 +122,18 @@ class ZScoreDetector:
             f: (float(m), float(1.0 / s), bool(r))
             for f, m, s, r in zip(self.features, self._mean, self._std, self._rising, strict=True)
         }
+        self._fit_laws()
+
+    def _fit_laws(self) -> None:
+        self._law_model = {}
+        for target, (n, sxy, sxx, syy, sy) in self._laws.items():
+            if n < 10 or sxx <= 0:
+                continue
+            k = sxy / sxx
+            var = max(syy - 2 * k * sxy + k * k * sxx, 0.0) / (n - 1)
+            spread = max(math.sqrt(var), self.min_rel_std * abs(sy / n))
+            if spread > 0 and math.isfinite(k) and math.isfinite(spread):
+                self._law_model[target] = (SQUARE_LAWS[target], k, 1.0 / spread)
 
     def score_and_explain(self, x: Features) -> tuple[float, str]:
         """The score of ``x`` and the feature behind it, in one pass (the worker's hot path:
@@ -109,6 +151,13 @@ class ZScoreDetector:
                 z = -z
             if first or z > best:
                 best, name, first = z, k, False
+        for target, (driver, k_law, inv) in self._law_model.items():
+            y, q = x.get(target), x.get(driver)
+            if y is None or q is None:
+                continue
+            z = (y - k_law * q * q) * inv  # rising only: a fouling strainer
+            if first or z > best:
+                best, name, first = z, target, False
         return (best if best > 0.0 else 0.0), name
 
     def score_many(self, x: FloatArray, names: Sequence[str]) -> tuple[FloatArray, FloatArray]:
@@ -116,19 +165,30 @@ class ZScoreDetector:
         scores and the column index behind each (-1: nothing scored); the same as
         :meth:`score_and_explain` row by row."""
         n = x.shape[0]
+        index = {f: i for i, f in enumerate(names)}
         cols = [i for i, f in enumerate(names) if f in self._model]
-        if self._std is None or not cols:
+        parts: list[FloatArray] = []
+        which: list[int] = []
+        if cols:
+            mean = np.array([self._model[names[i]][0] for i in cols])
+            inv = np.array([self._model[names[i]][1] for i in cols])
+            rising = np.array([self._model[names[i]][2] for i in cols])
+            z = (x[:, cols] - mean) * inv
+            parts.append(np.where(rising, z, np.abs(z)))
+            which.extend(cols)
+        for target, (driver, k_law, inv_law) in self._law_model.items():
+            if target in index and driver in index:
+                q = x[:, index[driver]]
+                parts.append(((x[:, index[target]] - k_law * q * q) * inv_law)[:, None])
+                which.append(index[target])
+        if self._std is None or not parts:
             return np.zeros(n), np.full(n, -1)
-        mean = np.array([self._model[names[i]][0] for i in cols])
-        inv = np.array([self._model[names[i]][1] for i in cols])
-        rising = np.array([self._model[names[i]][2] for i in cols])
-        z = (x[:, cols] - mean) * inv
-        z = np.where(rising, z, np.abs(z))
+        z = np.hstack(parts)
         z = np.where(np.isnan(z), -np.inf, z)
         best = z.argmax(axis=1)
         top = z[np.arange(n), best]
         scored = np.isfinite(top)
-        return np.where(scored, np.maximum(top, 0.0), 0.0), np.where(scored, np.asarray(cols)[best], -1)
+        return np.where(scored, np.maximum(top, 0.0), 0.0), np.where(scored, np.asarray(which)[best], -1)
 
     def state(self) -> dict[str, object]:
         """What it learned, as JSON-ready values (see :meth:`load_state`)."""
@@ -141,6 +201,7 @@ class ZScoreDetector:
             "m2": self._m2.tolist(),
             "seen": self._seen,
             "std": None if self._std is None else self._std.tolist(),
+            "laws": {t: list(v) for t, v in self._laws.items()},
         }
 
     def load_state(self, state: dict[str, object]) -> None:
@@ -154,6 +215,12 @@ class ZScoreDetector:
             std = state["std"]
             std_arr = None if std is None else np.asarray(std, dtype=float).reshape(k)
             seen = int(state["seen"])  # type: ignore[call-overload]
+            raw_laws = state.get("laws", {})  # absent in states saved before the square laws
+            if not isinstance(raw_laws, dict):
+                raise ValueError("laws is not an object")
+            laws = {str(t): [float(v) for v in sums] for t, sums in raw_laws.items() if t in SQUARE_LAWS}
+            if not all(len(v) == _LAW_SUMS and all(math.isfinite(a) for a in v) for v in laws.values()):
+                raise ValueError("laws: bad sums")
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"bad zscore state: {exc}") from None
         if not all(np.isfinite(a).all() for a in arrays) or (std_arr is not None and not (std_arr > 0).all()):
@@ -163,14 +230,20 @@ class ZScoreDetector:
         self._std, self._seen = std_arr, seen
         self._rising = np.array([f in RISING_ONLY for f in self.features], dtype=bool)
         self._model = {}
+        self._laws, self._law_model = laws, {}
         if std_arr is not None:
             self._model = {
                 f: (float(m), float(1.0 / s), bool(r))
                 for f, m, s, r in zip(self.features, self._mean, std_arr, self._rising, strict=True)
             }
+            self._fit_laws()
 
     def normal(self, name: str) -> float | None:
-        """The learned normal level of feature ``name`` (None before the warm-up ends)."""
+        """The learned normal level of feature ``name`` (None before the warm-up ends; for
+        a square law's target, its mean over the warm-up)."""
+        if name in self._law_model:
+            sums = self._laws[name]
+            return sums[4] / sums[0]
         i = self._index.get(name)
         return float(self._mean[i]) if i is not None and self._std is not None else None
 
