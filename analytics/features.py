@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,64 @@ assert SIGNALS.keys() >= CONDITION_SIGNALS
 #: driver itself (see :mod:`analytics.detectors.zscore`).
 SQUARE_LAWS = {"differential_pressure": "flow"}
 assert SIGNALS.keys() >= SQUARE_LAWS.keys() | set(SQUARE_LAWS.values())
+
+#: Heating laws: a temperature whose rise over ambient follows the losses of what drives it.
+#: A motor winding's copper losses grow with the square of its current, and the winding
+#: follows them through a thermal lag (a first-order time constant of about half an hour for
+#: motors of 5 to 100 kW). So the rise is modelled as ``a + b * heat``, ``heat`` the squared
+#: current smoothed over :data:`HEAT_TAU_S`; a rise above that at the same duty is a cooling
+#: problem, whatever the shift's load (see :mod:`analytics.detectors.zscore`).
+HEAT_LAWS = {"motor_temp": "motor_current"}
+HEAT_TAU_S = 1800.0
+assert SIGNALS.keys() >= HEAT_LAWS.keys() | set(HEAT_LAWS.values())
+
+
+def heat_key(driver: str) -> str:
+    """The feature name of a driver's smoothed square (``motor_current^2~1800s``)."""
+    return f"{driver}^2~{HEAT_TAU_S:.0f}s"
+
+
+#: The features that are inputs of a heating law (never scored themselves).
+HEAT_INPUTS = frozenset(heat_key(d) for d in HEAT_LAWS.values())
+
+
+class Heat:
+    """One machine's smoothed squared drivers (:data:`HEAT_LAWS`), fed every sample in time
+    order, stopped ones too (a stopped motor reads 0 A and cools)."""
+
+    def __init__(self) -> None:
+        self.level: dict[str, float] = {}
+        self.ts_ms: int | None = None
+
+    def update(self, ts_ms: int, values: Mapping[str, Any]) -> dict[str, float]:
+        """The levels after this sample, by feature name (an older sample changes nothing)."""
+        if self.ts_ms is None or ts_ms > self.ts_ms:
+            a = 1.0 if self.ts_ms is None else 1.0 - math.exp(-(ts_ms - self.ts_ms) / 1000 / HEAT_TAU_S)
+            self.ts_ms = ts_ms
+            for driver in HEAT_LAWS.values():
+                v = values.get(driver)
+                if type(v) is not float and type(v) is not int:
+                    continue
+                sq = float(v) * float(v)
+                old = self.level.get(driver)
+                self.level[driver] = sq if old is None else old + a * (sq - old)
+        return {heat_key(d): v for d, v in self.level.items()}
+
+    def state(self) -> dict[str, Any]:
+        return {"level": dict(self.level), "ts": self.ts_ms}
+
+    def load_state(self, state: Any) -> None:
+        """Go on from :meth:`state`; anything unusable starts afresh."""
+        if not isinstance(state, dict):
+            return
+        level, ts = state.get("level"), state.get("ts")
+        if isinstance(level, dict) and (ts is None or type(ts) is int):
+            self.level = {
+                str(k): float(v)
+                for k, v in level.items()
+                if k in HEAT_LAWS.values() and type(v) in (int, float) and math.isfinite(v) and v >= 0
+            }
+            self.ts_ms = ts
 
 
 def features(values: Mapping[str, Any]) -> dict[str, float] | None:

@@ -20,7 +20,7 @@ from typing import Any
 from analytics.alarmservice import AlarmService
 from analytics.alerts import AlertChannel, AlertTracker
 from analytics.detectors import Detector
-from analytics.features import features
+from analytics.features import HEAT_LAWS, Heat, features
 from analytics.quality import BATCH_MIN, DataQualityMonitor, SensorIssue
 from analytics.rul import RulTracker
 from analytics.stream import TelemetryStream, run_stream
@@ -72,6 +72,8 @@ class _Machine:
     quality: DataQualityMonitor | None = None
     #: The measurement and tags of its anomaly points, in line protocol (built on first use).
     anomaly_head: str | None = None
+    #: Smoothed squared currents, for the detector's heating laws (every sample feeds it).
+    heat: Heat = field(default_factory=Heat)
 
 
 def _issue_point(m: _Machine, issue: SensorIssue) -> str:
@@ -154,6 +156,7 @@ class AnalyticsWorker:
             load(saved["detector"])
             settled = saved.get("settled_from", 0)
             m.settled_from = settled if isinstance(settled, int) or settled is None else 0
+            m.heat.load_state(saved.get("heat"))
             self.stats.models_restored += 1
         except (KeyError, ValueError) as exc:
             log.warning("%s: the saved detector state cannot be used (%s); learning again", m.path, exc)
@@ -164,7 +167,7 @@ class AnalyticsWorker:
         for m in self._machines.values():
             state = getattr(m.detector, "state", None)
             if callable(state):
-                out[m.path] = {"detector": state(), "settled_from": m.settled_from}
+                out[m.path] = {"detector": state(), "settled_from": m.settled_from, "heat": m.heat.state()}
         return out
 
     def write(self, lines: list[str]) -> None:
@@ -379,13 +382,20 @@ class AnalyticsWorker:
     ) -> tuple[float, float, str, float | None] | None:
         """Score one sample (if running and settled): score, threshold, the signal behind it and
         that signal's normal level in its own unit; None when the sample is not scored."""
+        heat = m.heat.update(ts, values)  # stopped samples too: a stopped motor cools
         if values.get("state", "running") != "running":
             m.settled_from = None
             return None
         x = (f if callable(f := getattr(m.detector, "features", None)) else features)(values)
+        if x is not None and heat:
+            for target, driver in HEAT_LAWS.items():
+                if target in x and driver in values:
+                    x.update(heat)
+                    break
         if x is not None and faulty:
-            # A sensor under a data-quality issue stays out of the machine model.
-            x = {k: v for k, v in x.items() if k not in faulty} or None
+            # A sensor under a data-quality issue stays out of the machine model (and a
+            # faulty current out of the heating law).
+            x = {k: v for k, v in x.items() if k not in faulty and k.split("^", 1)[0] not in faulty} or None
         if x is None:
             return None
         if m.settled_from is None:  # just started again: temperatures are still rising

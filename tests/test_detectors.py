@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from analytics.alerts import AlertTracker
 from analytics.detectors import DETECTORS, ZScoreDetector
-from analytics.features import CONDITION_SIGNALS, features
+from analytics.features import CONDITION_SIGNALS, HEAT_TAU_S, Heat, features, heat_key
 from birlik.topics import MachinePath
 
 PUMP = MachinePath("sirdaryo-agro", "uz-syrdarya", "juice-1", "pump-302")
@@ -151,6 +151,56 @@ def test_square_law_scores_a_strainer_drop_rising_at_the_same_flow_never_the_flo
     again = ZScoreDetector(warmup=400)
     again.load_state(detector.state())
     assert again.score_one(fouled) == detector.score_one(fouled)
+
+
+def test_heat_smooths_the_squared_current_with_the_motor_time_constant_and_cools_when_stopped() -> None:
+    heat = Heat()
+    key = heat_key("motor_current")
+    assert heat.update(0, {"motor_current": 10.0}) == {key: 100.0}
+    after = heat.update(int(HEAT_TAU_S * 1000), {"motor_current": 20.0})[key]
+    assert after == pytest.approx(100 + (400 - 100) * (1 - math.exp(-1)))
+    assert heat.update(1000, {"motor_current": 99.0})[key] == after  # older: changes nothing
+    cooled = heat.update(int(4 * HEAT_TAU_S * 1000), {"motor_current": 0.0, "state": "stopped"})[key]
+    assert cooled < 0.1 * after
+    again = Heat()
+    again.load_state(heat.state())
+    assert again.update(int(5 * HEAT_TAU_S * 1000), {}) == heat.update(int(5 * HEAT_TAU_S * 1000), {})
+    for bad in (None, 3, {"level": {"motor_current": -1.0}, "ts": 5}, {"level": [], "ts": "x"}):
+        fresh = Heat()
+        fresh.load_state(bad)
+        assert fresh.update(0, {}) == {}
+
+
+def test_heating_law_sees_a_motor_running_hot_for_its_duty_on_either_shift() -> None:
+    key = heat_key("motor_current")
+    detector = ZScoreDetector(warmup=400)
+    rng = np.random.default_rng(5)
+    for i in range(400):  # a shift change inside the warm-up: half load, then full load
+        h = (30.0 if i < 200 else 60.0) ** 2
+        rise = 5.0 + 35.0 * h / 3600 + rng.normal(0, 0.5)
+        detector.learn_one({"motor_temp": rise, key: h})
+    low = {"motor_temp": 5.0 + 35.0 * 900 / 3600, key: 900.0}
+    high = {"motor_temp": 40.0, key: 3600.0}
+    assert detector.score_one(low) < 2 and detector.score_one(high) < 2
+    hot = {**low, "motor_temp": low["motor_temp"] + 20.0}  # a failing fan on the light shift
+    assert detector.score_one(hot) > 6 and detector.explain_one(hot) == "motor_temp"
+    plain = ZScoreDetector(warmup=400)  # the same warm-up without the currents
+    rng = np.random.default_rng(5)
+    for i in range(400):
+        h = (30.0 if i < 200 else 60.0) ** 2
+        plain.learn_one({"motor_temp": 5.0 + 35.0 * h / 3600 + rng.normal(0, 0.5)})
+    assert plain.score_one({"motor_temp": hot["motor_temp"]}) < 3  # deaf: the shifts' spread
+    # Beyond the warm-up's duty the law is not trusted: the plain baseline alone judges.
+    assert detector.score_one({"motor_temp": 40.0, key: 20_000.0}) == plain.score_one({"motor_temp": 40.0})
+    x = np.array([[low["motor_temp"], 900.0], [hot["motor_temp"], 900.0], [40.0, 20_000.0]])
+    scores, _ = detector.score_many(x, ["motor_temp", key])
+    assert np.allclose(
+        scores,
+        [detector.score_one(low), detector.score_one(hot), detector.score_one({"motor_temp": 40.0, key: 20_000.0})],
+    )
+    again = ZScoreDetector(warmup=400)
+    again.load_state(detector.state())
+    assert again.score_one(hot) == detector.score_one(hot)
 
 
 def test_rising_only_features_ignore_drops_other_features_do_not() -> None:

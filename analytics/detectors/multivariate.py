@@ -96,6 +96,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from analytics.features import CONDITION_SIGNALS
+
 FloatArray = npt.NDArray[np.float64]
 
 #: SKAB column order, as the harness passes them.
@@ -511,7 +513,9 @@ class MovingAverageFeatures:
 
     def learn_one(self, x: Mapping[str, float]) -> None:
         if not self.names:
-            self.names = sorted(x)
+            # The condition signals: the inputs of the zscore's laws (flows, pressure drops,
+            # smoothed currents) follow production and are no levels to hold.
+            self.names = sorted(k for k in x if k in CONDITION_SIGNALS) or sorted(x)
         self.detector.update_one(self._row(x))
 
     def score_one(self, x: Mapping[str, float]) -> float:

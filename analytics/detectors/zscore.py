@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from analytics.detectors.base import Features
-from analytics.features import SQUARE_LAWS
+from analytics.features import HEAT_INPUTS, HEAT_LAWS, SQUARE_LAWS, heat_key
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -42,6 +42,11 @@ MIN_STD = {"vibration_rms": 0.15, "bearing_temp": 2.5, "motor_temp": 2.5, "oil_t
 DRIVERS = frozenset(SQUARE_LAWS.values())
 #: Square-law sums needed: samples, sum y q^2, sum q^4, sum y^2, sum y.
 _LAW_SUMS = 5
+#: Heating-law sums: samples, sum h, sum h^2, sum y, sum y^2, sum y h, min h, max h.
+_HEAT_SUMS = 8
+#: A heating law is trusted within the heat levels of its warm-up, widened by this share of
+#: their range (beyond, the plain per-signal baseline alone judges the temperature).
+HEAT_ENVELOPE = 0.25
 
 
 class ZScoreDetector:
@@ -49,7 +54,14 @@ class ZScoreDetector:
     a strainer's pressure drop ``y`` and the flow ``q`` through it) is learned in the warm-up
     as ``y = K q^2`` (least squares) with the spread of its residual; after it, the drop's
     excess over ``K q^2`` in that spread is scored like any feature, rising only (a drop
-    below its law is no maintenance case). The flow itself is not scored."""
+    below its law is no maintenance case). The flow itself is not scored.
+
+    A heating law (:data:`analytics.features.HEAT_LAWS`: a motor's temperature rise ``y``
+    and its smoothed squared current ``h``, the copper losses it follows) is learned as
+    ``y = a + b h`` (least squares; only with ``b > 0`` and ``h`` varying in the warm-up),
+    its residual spread floored like the plain baseline's; inside the heat levels of the
+    warm-up the temperature's excess over it is scored too, rising only. A motor that runs
+    hot for its duty is then seen on the light shift as on the heavy one."""
 
     name = "zscore"
 
@@ -71,6 +83,10 @@ class ZScoreDetector:
         self._laws: dict[str, list[float]] = {}
         #: Once ready: target -> (driver, K, 1 / spread of the residual).
         self._law_model: dict[str, tuple[str, float, float]] = {}
+        #: Heating laws: target -> sums over the warm-up (see _HEAT_SUMS).
+        self._heat: dict[str, list[float]] = {}
+        #: Once ready: target -> (input, a, b, 1 / spread, lowest h, highest h).
+        self._heat_model: dict[str, tuple[str, float, float, float, float, float]] = {}
 
     @property
     def ready(self) -> bool:
@@ -99,8 +115,21 @@ class ZScoreDetector:
                 sums[2] += q2 * q2
                 sums[3] += y * y
                 sums[4] += y
-        if any(k in SQUARE_LAWS or k in DRIVERS for k in x):
-            x = {k: v for k, v in x.items() if k not in SQUARE_LAWS and k not in DRIVERS}
+        for target, driver in HEAT_LAWS.items():
+            y, h = x.get(target), x.get(heat_key(driver))
+            if y is not None and h is not None:
+                hs = self._heat.get(target)
+                if hs is None:
+                    hs = self._heat[target] = [0.0] * 6 + [h, h]
+                hs[0] += 1
+                hs[1] += h
+                hs[2] += h * h
+                hs[3] += y
+                hs[4] += y * y
+                hs[5] += y * h
+                hs[6], hs[7] = min(hs[6], h), max(hs[7], h)
+        if any(k in SQUARE_LAWS or k in DRIVERS or k in HEAT_INPUTS for k in x):
+            x = {k: v for k, v in x.items() if k not in SQUARE_LAWS and k not in DRIVERS and k not in HEAT_INPUTS}
         new = [k for k in x if k not in self._index]
         if new:
             self._grow(new)
@@ -134,6 +163,22 @@ class ZScoreDetector:
             spread = max(math.sqrt(var), self.min_rel_std * abs(sy / n))
             if spread > 0 and math.isfinite(k) and math.isfinite(spread):
                 self._law_model[target] = (SQUARE_LAWS[target], k, 1.0 / spread)
+        self._heat_model = {}
+        for target, (n, sh, shh, sy, syy, syh, lo, hi) in self._heat.items():
+            if n < 10:
+                continue
+            mh, my = sh / n, sy / n
+            var_h = shh / n - mh * mh
+            cov = syh / n - my * mh
+            if not var_h > 1e-9 * max(mh * mh, 1e-12) or not cov > 0:
+                continue  # no duty change in the warm-up to learn from, or no heating with it
+            b = cov / var_h
+            a = my - b * mh
+            resid = max(syy / n - my * my - b * cov, 0.0) * n / (n - 1)
+            spread = max(math.sqrt(resid), self.min_rel_std * abs(my), MIN_STD.get(target, self.min_abs_std))
+            margin = HEAT_ENVELOPE * (hi - lo)
+            if all(math.isfinite(v) for v in (a, b, spread)):
+                self._heat_model[target] = (heat_key(HEAT_LAWS[target]), a, b, 1.0 / spread, lo - margin, hi + margin)
 
     def score_and_explain(self, x: Features) -> tuple[float, str]:
         """The score of ``x`` and the feature behind it, in one pass (the worker's hot path:
@@ -156,6 +201,13 @@ class ZScoreDetector:
             if y is None or q is None:
                 continue
             z = (y - k_law * q * q) * inv  # rising only: a fouling strainer
+            if first or z > best:
+                best, name, first = z, target, False
+        for target, (key, a, b, inv, lo, hi) in self._heat_model.items():
+            y, h = x.get(target), x.get(key)
+            if y is None or h is None or not lo <= h <= hi:
+                continue
+            z = (y - a - b * h) * inv  # rising only: running hot for its duty
             if first or z > best:
                 best, name, first = z, target, False
         return (best if best > 0.0 else 0.0), name
@@ -181,6 +233,12 @@ class ZScoreDetector:
                 q = x[:, index[driver]]
                 parts.append(((x[:, index[target]] - k_law * q * q) * inv_law)[:, None])
                 which.append(index[target])
+        for target, (key, a, b, inv_heat, lo, hi) in self._heat_model.items():
+            if target in index and key in index:
+                h = x[:, index[key]]
+                z_heat = (x[:, index[target]] - a - b * h) * inv_heat
+                parts.append(np.where((h >= lo) & (h <= hi), z_heat, np.nan)[:, None])
+                which.append(index[target])
         if self._std is None or not parts:
             return np.zeros(n), np.full(n, -1)
         z = np.hstack(parts)
@@ -202,6 +260,7 @@ class ZScoreDetector:
             "seen": self._seen,
             "std": None if self._std is None else self._std.tolist(),
             "laws": {t: list(v) for t, v in self._laws.items()},
+            "heat": {t: list(v) for t, v in self._heat.items()},
         }
 
     def load_state(self, state: dict[str, object]) -> None:
@@ -221,6 +280,12 @@ class ZScoreDetector:
             laws = {str(t): [float(v) for v in sums] for t, sums in raw_laws.items() if t in SQUARE_LAWS}
             if not all(len(v) == _LAW_SUMS and all(math.isfinite(a) for a in v) for v in laws.values()):
                 raise ValueError("laws: bad sums")
+            raw_heat = state.get("heat", {})  # absent in states saved before the heating laws
+            if not isinstance(raw_heat, dict):
+                raise ValueError("heat is not an object")
+            heat = {str(t): [float(v) for v in sums] for t, sums in raw_heat.items() if t in HEAT_LAWS}
+            if not all(len(v) == _HEAT_SUMS and all(math.isfinite(a) for a in v) for v in heat.values()):
+                raise ValueError("heat: bad sums")
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"bad zscore state: {exc}") from None
         if not all(np.isfinite(a).all() for a in arrays) or (std_arr is not None and not (std_arr > 0).all()):
@@ -231,6 +296,7 @@ class ZScoreDetector:
         self._rising = np.array([f in RISING_ONLY for f in self.features], dtype=bool)
         self._model = {}
         self._laws, self._law_model = laws, {}
+        self._heat, self._heat_model = heat, {}
         if std_arr is not None:
             self._model = {
                 f: (float(m), float(1.0 / s), bool(r))
