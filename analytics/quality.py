@@ -1532,17 +1532,32 @@ BATCH_MIN = 24
 class DataQualityMonitor:
     """The data-quality checks of one machine, fed its samples in time order.
 
-    ``learn_running_samples``: running samples of the learning period, during which the
-    checks learn the machine's own spreads and relations (assumed healthy; only the
-    physical range is judged then). With 5-second samples the default is 6 hours of
-    running: long enough to see the load vary and part of the daily temperature cycle.
+    The learning period: the checks learn the machine's own spreads and relations
+    (assumed healthy; only the physical range is judged then) over ``learn_running_s`` of
+    running (6 hours: long enough to see the load vary and part of the daily temperature
+    cycle; running time is the time between consecutive running samples, a gap of more
+    than 10 minutes not counted) and at least ``min_learn_samples`` running samples (800:
+    the relations need 60 blocks of 12), whatever the sample interval: 6 hours at 5-second
+    samples, 13 running hours at 1-minute ones. ``learn_running_samples``, when given,
+    sets the period as a count of running samples instead.
 
     :meth:`update` returns the issues raised or cleared by that sample. A sample older
     than or as old as the last one is ignored (it cannot be placed in time order).
     """
 
-    def __init__(self, *, learn_running_samples: int = 4320, checks: Sequence[QualityCheck] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        learn_running_samples: int | None = None,
+        learn_running_s: float = 6 * 3600.0,
+        min_learn_samples: int = 800,
+        checks: Sequence[QualityCheck] | None = None,
+    ) -> None:
         self.learn_running_samples = learn_running_samples
+        self.learn_running_s = learn_running_s
+        self.min_learn_samples = min_learn_samples
+        self._running_s = 0.0
+        self._last_running = False
         self.checks: list[QualityCheck] = list(checks) if checks is not None else default_checks()
         self._running_seen = 0
         self._learning = True
@@ -1560,6 +1575,11 @@ class DataQualityMonitor:
     @property
     def learning(self) -> bool:
         return self._learning
+
+    def _learned(self) -> bool:
+        if self.learn_running_samples is not None:
+            return self._running_seen >= self.learn_running_samples
+        return self._running_s >= self.learn_running_s and self._running_seen >= self.min_learn_samples
 
     @property
     def faulty_signals(self) -> frozenset[str]:
@@ -1649,13 +1669,17 @@ class DataQualityMonitor:
             return []
         if self._last_ts is not None and ts_ms <= self._last_ts:
             return []
+        last = self._last_ts
         self._last_ts = ts_ms
         r = _parse(ts_ms, values)
         if self._learning:
             self._running_seen += r.running
+            if r.running and self._last_running and last is not None:
+                self._running_s += min(ts_ms - last, 600_000) / 1000
+            self._last_running = r.running
             for c in self.checks:
                 c.learn(r)
-            if self._running_seen >= self.learn_running_samples:
+            if self._learned():
                 self._learning = False
                 for c in self.checks:
                     c.freeze()

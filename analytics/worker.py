@@ -22,6 +22,7 @@ from analytics.alerts import AlertChannel, AlertTracker
 from analytics.detectors import Detector
 from analytics.features import HEAT_LAWS, Heat, features
 from analytics.quality import BATCH_MIN, DataQualityMonitor, SensorIssue
+from analytics.refit import Refit
 from analytics.rul import RulTracker
 from analytics.stream import TelemetryStream, run_stream
 from birlik import schema
@@ -48,6 +49,9 @@ class AnalyticsStats:
     sensor_issues: int = 0
     #: Machines whose detector went on from its saved state after a restart.
     models_restored: int = 0
+    #: Models replaced by a refit (analytics.refit_every_h), and refits refused.
+    refits: int = 0
+    refits_refused: int = 0
     alerts_raised: int = 0
     alerts_cleared: int = 0
     machines: int = 0
@@ -74,6 +78,8 @@ class _Machine:
     anomaly_head: str | None = None
     #: Smoothed squared currents, for the detector's heating laws (every sample feeds it).
     heat: Heat = field(default_factory=Heat)
+    #: The refit policy (analytics.refit_every_h); None: the model is never refitted.
+    refit: Refit | None = None
 
 
 def _issue_point(m: _Machine, issue: SensorIssue) -> str:
@@ -157,6 +163,8 @@ class AnalyticsWorker:
             settled = saved.get("settled_from", 0)
             m.settled_from = settled if isinstance(settled, int) or settled is None else 0
             m.heat.load_state(saved.get("heat"))
+            if m.refit is not None:
+                m.refit.load_state(saved.get("refit"))
             self.stats.models_restored += 1
         except (KeyError, ValueError) as exc:
             log.warning("%s: the saved detector state cannot be used (%s); learning again", m.path, exc)
@@ -168,6 +176,8 @@ class AnalyticsWorker:
             state = getattr(m.detector, "state", None)
             if callable(state):
                 out[m.path] = {"detector": state(), "settled_from": m.settled_from, "heat": m.heat.state()}
+                if m.refit is not None:
+                    out[m.path]["refit"] = m.refit.state()
         return out
 
     def write(self, lines: list[str]) -> None:
@@ -250,6 +260,14 @@ class AnalyticsWorker:
                 start,
                 quality=DataQualityMonitor() if self.config.data_quality else None,
             )
+            if self.config.refit_every_h > 0:
+                m.refit = Refit(
+                    self.detector_factory,
+                    warmup=self.config.warmup_samples,
+                    every_h=self.config.refit_every_h,
+                    max_drift=self.config.refit_max_drift,
+                    threshold=self.config.threshold,
+                )
             if done is not None and done > self.since_ms - 1:
                 self._restore_model(m)
             self._machines[path] = m
@@ -413,6 +431,16 @@ class AnalyticsWorker:
             score, signal = both(x)
         else:
             score, signal = detector.score_one(x), detector.explain_one(x)
+        if m.refit is not None and ts >= m.settled_from:
+            verdict = m.refit.observe(detector, ts, x, score)
+            if verdict is not None:
+                if verdict.model is not None:
+                    m.detector, m.anomaly_head = verdict.model, None
+                    self.stats.refits += 1
+                    log.info("%s: model %s", m.path, verdict.reason)
+                else:
+                    self.stats.refits_refused += 1
+                    log.warning("%s: model kept, not refitted: %s", m.path, verdict.reason)
         anomalous = score > self.config.threshold
         self.stats.samples_scored += 1
         self.stats.anomalous_samples += anomalous

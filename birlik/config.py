@@ -151,6 +151,11 @@ class AnalyticsConfig:
     #: Data-quality checks of every sensor (stuck, dropout, out of range, spikes, drift,
     #: scaling): sensor alarms, and a faulty sensor kept out of the machine model.
     data_quality: bool = True
+    #: Refit each machine's model every this many hours of device time from the normal
+    #: samples of that period, unless they sit further from the first model learned
+    #: than ``refit_max_drift`` (in units of the threshold); 0: never refit.
+    refit_every_h: float = 0.0
+    refit_max_drift: float = 0.33
     stats_file: str = ""
 
 
@@ -370,6 +375,7 @@ def _validate(config: Config) -> None:
         "analytics.threshold": config.analytics.threshold,
         "analytics.raise_after": config.analytics.raise_after,
         "analytics.clear_after": config.analytics.clear_after,
+        "analytics.refit_max_drift": config.analytics.refit_max_drift,
         "alarms.raise_after": config.alarms.raise_after,
         "alarms.window": config.alarms.window,
         "alarms.clear_after": config.alarms.clear_after,
@@ -399,6 +405,8 @@ def _validate(config: Config) -> None:
         "ingest.broker_max_queued_messages",
         "gateway.health_interval_s",
         "repair.settle_s",
+        "analytics.settle_s",
+        "analytics.refit_every_h",
     ):
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)

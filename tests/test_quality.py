@@ -265,3 +265,21 @@ def test_update_never_raises(trained: DataQualityMonitor, seq: list[tuple[int, d
             assert isinstance(mon.faulty_signals, frozenset)
         mon.update(ts0, {})  # a repeated / older time
         assert mon.internal_errors == 0
+
+
+@pytest.mark.parametrize(("step_s", "samples"), [(5, 4320), (60, 800)])
+def test_learning_lasts_six_running_hours_and_enough_samples_whatever_the_interval(step_s: int, samples: int) -> None:
+    mon = DataQualityMonitor()
+    ts = START_MS
+    fed = 0
+    for i, (_, values) in enumerate(synthetic(2 * samples)):
+        stopped = i % 100 < 20  # a fifth of the time stopped: not running time
+        mon.update(ts, {**values, "state": "stopped"} if stopped else values)
+        ts += step_s * 1000
+        fed += not stopped
+        if not mon.learning:
+            break
+    # 6 running hours (time between running samples: a restart's first interval is not
+    # running time) at 5-second samples; at 1-minute ones, the 800 samples the checks need.
+    assert not mon.learning
+    assert samples <= fed <= 1.02 * samples + 1
