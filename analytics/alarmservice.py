@@ -250,6 +250,7 @@ class AlarmService:
         self._last_ts: dict[MachinePath, int] = {}
         self.transitions = 0
         self._sensor_seen: dict[MachinePath, tuple[tuple[str, str], ...]] = {}
+        self._sensor_given: dict[MachinePath, Sequence[SensorIssue]] = {}
         stored = store.get_state("cursor", {})
         self._cursors: dict[str, int] = stored if isinstance(stored, dict) else {}
         models = store.get_state("models", {})
@@ -299,7 +300,9 @@ class AlarmService:
             for name, value in values.items():
                 if isinstance(value, float) and name in SIGNALS and math.isfinite(value):
                     self._trends.setdefault((path, name), _Trend()).add(ts_ms, value)
-        if sensor_issues is not None:
+        if sensor_issues is not None and sensor_issues is not self._sensor_given.get(path):
+            # (The monitor hands the same object until an issue changes: nothing new to say.)
+            self._sensor_given[path] = sensor_issues
             out += self._sensor(path, ts_ms, sensor_issues)
         if scored is not None:
             score, threshold, signal, normal = scored
@@ -349,6 +352,7 @@ class AlarmService:
         out = self.lifecycle.set_active(path, "sensor", ts_ms, verdict)
         if not self.lifecycle.is_active(path, "sensor"):
             self._sensor_seen.pop(path, None)  # not raised (a planned stop): try again on the next sample
+            self._sensor_given.pop(path, None)
         return out
 
     def tick(self) -> None:

@@ -37,6 +37,8 @@ log = logging.getLogger("analytics")
 
 #: Points per write request: well below InfluxDB's request size limit (25 MB by default).
 WRITE_CHUNK = 10_000
+#: Signal names as line-protocol string fields (a few dozen catalogue names).
+_SIGNAL_FIELDS: dict[str, str] = {}
 
 
 @dataclass
@@ -80,6 +82,11 @@ class _Machine:
     heat: Heat = field(default_factory=Heat)
     #: The refit policy (analytics.refit_every_h); None: the model is never refitted.
     refit: Refit | None = None
+
+    @property
+    def tags(self) -> dict[str, str]:
+        p = self.path
+        return {"tenant": p.tenant, "site": p.site, "line": p.line, "machine": p.machine}
 
 
 def _issue_point(m: _Machine, issue: SensorIssue) -> str:
@@ -444,16 +451,21 @@ class AnalyticsWorker:
         anomalous = score > self.config.threshold
         self.stats.samples_scored += 1
         self.stats.anomalous_samples += anomalous
-        tags = {"tenant": m.path.tenant, "site": m.path.site, "line": m.path.line, "machine": m.path.machine}
         head = m.anomaly_head
         if head is None:  # the measurement and tags of this machine's anomaly points, built once
-            head = m.anomaly_head = encode_point(
-                schema.ANOMALY, {**tags, "kind": m.kind, "detector": detector.name}, {"x": 0}
-            ).rsplit(" ", 1)[0]
-        signal_field = format_field(signal)  # catalogue names: no escaping needed, but quoted
+            head = m.anomaly_head = (
+                encode_point(schema.ANOMALY, {**m.tags, "kind": m.kind, "detector": detector.name}, {"x": 0}).rsplit(
+                    " ", 1
+                )[0]
+                + f" threshold={format_field(float(self.config.threshold))},signal="
+            )
+        signal_field = _SIGNAL_FIELDS.get(signal)
+        if signal_field is None:  # catalogue names, quoted once
+            signal_field = format_field(signal)
+            if len(_SIGNAL_FIELDS) < 1000:
+                _SIGNAL_FIELDS[signal] = signal_field
         lines.append(
-            f"{head} score={round(float(score), 4)!r},threshold={format_field(float(self.config.threshold))},"
-            f"anomalous={'true' if anomalous else 'false'},signal={signal_field} {ts}"
+            f"{head}{signal_field},score={round(float(score), 4)!r},anomalous={'true' if anomalous else 'false'} {ts}"
         )
         alert = self.tracker.update(m.path, ts, score, signal)
         if alert is not None:
@@ -461,7 +473,7 @@ class AnalyticsWorker:
             lines.append(
                 encode_point(
                     schema.ALERT,
-                    {**tags, "severity": alert.severity, "state": alert.state},
+                    {**m.tags, "severity": alert.severity, "state": alert.state},
                     {
                         "id": alert.alert_id,
                         "detector": alert.detector,
@@ -485,7 +497,7 @@ class AnalyticsWorker:
                     rul_low_h=round(estimate.rul_low_h or 0.0, 2),
                     rul_high_h=round(estimate.rul_high_h or 0.0, 2),
                 )
-            lines.append(encode_point(schema.HEALTH, {**tags, "kind": m.kind}, health, estimate.ts_ms))
+            lines.append(encode_point(schema.HEALTH, {**m.tags, "kind": m.kind}, health, estimate.ts_ms))
         normal = getattr(detector, "normal", None)
         level = normal(signal) if callable(normal) and signal else None
         ambient = values.get("ambient_temp")
