@@ -217,6 +217,10 @@ class CommandListener:
         self._client.loop_stop()
 
 
+#: The verdict on every normal sample (never changed: only abnormal verdicts carry more).
+_NORMAL = Verdict(False)
+
+
 class AlarmService:
     def __init__(
         self,
@@ -307,7 +311,7 @@ class AlarmService:
         if scored is not None:
             score, threshold, signal, normal = scored
             abnormal = score > threshold
-            verdict = Verdict(abnormal)
+            verdict = _NORMAL
             if abnormal:
                 value = values.get(signal)
                 context: tuple[SignalContext, ...] = ()

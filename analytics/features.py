@@ -42,6 +42,7 @@ def heat_key(driver: str) -> str:
 
 #: The features that are inputs of a heating law (never scored themselves).
 HEAT_INPUTS = frozenset(heat_key(d) for d in HEAT_LAWS.values())
+_HEAT_KEYS = tuple((d, heat_key(d)) for d in dict.fromkeys(HEAT_LAWS.values()))
 
 
 class Heat:
@@ -51,20 +52,23 @@ class Heat:
     def __init__(self) -> None:
         self.level: dict[str, float] = {}
         self.ts_ms: int | None = None
+        self._features: dict[str, float] = {}
 
     def update(self, ts_ms: int, values: Mapping[str, Any]) -> dict[str, float]:
-        """The levels after this sample, by feature name (an older sample changes nothing)."""
+        """The levels after this sample, by feature name (an older sample changes nothing;
+        the same dict each time, updated in place: copy it to keep it)."""
         if self.ts_ms is None or ts_ms > self.ts_ms:
             a = 1.0 if self.ts_ms is None else 1.0 - math.exp(-(ts_ms - self.ts_ms) / 1000 / HEAT_TAU_S)
             self.ts_ms = ts_ms
-            for driver in HEAT_LAWS.values():
+            for driver, key in _HEAT_KEYS:
                 v = values.get(driver)
                 if type(v) is not float and type(v) is not int:
                     continue
                 sq = float(v) * float(v)
                 old = self.level.get(driver)
-                self.level[driver] = sq if old is None else old + a * (sq - old)
-        return {heat_key(d): v for d, v in self.level.items()}
+                self.level[driver] = level = sq if old is None else old + a * (sq - old)
+                self._features[key] = level
+        return self._features
 
     def state(self) -> dict[str, Any]:
         return {"level": dict(self.level), "ts": self.ts_ms}
@@ -81,6 +85,7 @@ class Heat:
                 if k in HEAT_LAWS.values() and type(v) in (int, float) and math.isfinite(v) and v >= 0
             }
             self.ts_ms = ts
+            self._features = {heat_key(d): v for d, v in self.level.items()}
 
 
 def features(values: Mapping[str, Any]) -> dict[str, float] | None:
