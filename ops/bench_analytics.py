@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -230,7 +231,8 @@ def worker_rate(
         total_samples,
         readings,
     )
-    (state / "worker" / "alarms.sqlite").unlink(missing_ok=True)
+    # A fresh broker and store each time: no session or message left from an earlier run.
+    shutil.rmtree(state / "worker", ignore_errors=True)
     with Supervisor(state / "worker") as supervisor:
         broker = supervisor.start_mosquitto()
         server = supervisor.start_influxdb()
