@@ -62,30 +62,34 @@ def raised(issues: list[SensorIssue]) -> list[tuple[str, str]]:
     return [(i.signal, i.kind) for i in issues if i.state == "raised"]
 
 
-def faulty_run(fault: str, signal: str, n: int = 2200, at: int = 1300, **kw: float) -> list[SensorIssue]:
-    def gen() -> Iterator[tuple[int, dict[str, Any]]]:
-        stuck: float | None = None
-        rng = np.random.default_rng(7)
-        for i, (ts, v) in enumerate(synthetic(n)):
-            if i >= at:
-                if fault == "stuck":
-                    stuck = v[signal] if stuck is None else stuck
-                    v[signal] = stuck
-                elif fault == "dropout":
-                    del v[signal]
-                elif fault == "nan":
-                    v[signal] = float("nan")
-                elif fault == "range":
-                    v[signal] = kw["value"]
-                elif fault == "spikes" and rng.random() < 0.02:
-                    v[signal] += kw["amount"]
-                elif fault == "drift":
-                    v[signal] += kw["amount"] * (i - at) / (n - at)
-                elif fault == "scaling":
-                    v[signal] *= kw["factor"]
-            yield ts, v
+def with_fault(
+    fault: str, signal: str, n: int = 2200, at: int = 1300, **kw: float
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The synthetic machine with a sensor fault of ``signal`` from sample ``at`` on."""
+    stuck: float | None = None
+    rng = np.random.default_rng(7)
+    for i, (ts, v) in enumerate(synthetic(n)):
+        if i >= at:
+            if fault == "stuck":
+                stuck = v[signal] if stuck is None else stuck
+                v[signal] = stuck
+            elif fault == "dropout":
+                del v[signal]
+            elif fault == "nan":
+                v[signal] = float("nan")
+            elif fault == "range":
+                v[signal] = kw["value"]
+            elif fault == "spikes" and rng.random() < 0.02:
+                v[signal] += kw["amount"]
+            elif fault == "drift":
+                v[signal] += kw["amount"] * (i - at) / (n - at)
+            elif fault == "scaling":
+                v[signal] *= kw["factor"]
+        yield ts, v
 
-    return feed(DataQualityMonitor(learn_running_samples=LEARN), gen())
+
+def faulty_run(fault: str, signal: str, n: int = 2200, at: int = 1300, **kw: float) -> list[SensorIssue]:
+    return feed(DataQualityMonitor(learn_running_samples=LEARN), with_fault(fault, signal, n, at, **kw))
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ synthetic faults of every kind, and on any input."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -16,7 +15,7 @@ from hypothesis import strategies as st
 from analytics.quality import DataQualityMonitor, SensorIssue, _ewma, _ewma_timed
 from birlik.plant import parse_plant
 from simulators.fleet import Fleet
-from tests.test_quality import LEARN, START_MS, STEP_MS, synthetic, weird_values
+from tests.test_quality import LEARN, START_MS, STEP_MS, synthetic, weird_values, with_fault
 
 Key = tuple[int, str, str, str, int, str]
 
@@ -118,29 +117,7 @@ def test_batches_say_what_samples_say_on_simulated_machines(kind: str, faults: l
     ],
 )
 def test_batches_say_what_samples_say_on_synthetic_faults(fault: str, signal: str, kw: dict[str, float]) -> None:
-    def gen(n: int = 2200, at: int = 1300) -> Iterator[tuple[int, dict[str, Any]]]:
-        rng = np.random.default_rng(7)
-        stuck: float | None = None
-        for i, (ts, v) in enumerate(synthetic(n)):
-            if i >= at:
-                if fault == "stuck":
-                    stuck = v[signal] if stuck is None else stuck
-                    v[signal] = stuck
-                elif fault == "dropout":
-                    del v[signal]
-                elif fault == "nan":
-                    v[signal] = float("nan")
-                elif fault == "range":
-                    v[signal] = kw["value"]
-                elif fault == "spikes" and rng.random() < 0.02:
-                    v[signal] += kw["amount"]
-                elif fault == "drift":
-                    v[signal] += kw["amount"] * (i - at) / (n - at)
-                elif fault == "scaling":
-                    v[signal] *= kw["factor"]
-            yield ts, v
-
-    samples = list(gen())
+    samples = list(with_fault(fault, signal, **kw))
     a, b, _, _ = both(samples[: LEARN + 100], samples[LEARN + 100 :], LEARN)
     assert a == b
     assert any(k[3] == "raised" for k in a)

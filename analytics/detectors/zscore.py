@@ -21,7 +21,7 @@ huge scores.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +47,16 @@ _HEAT_SUMS = 8
 #: A heating law is trusted within the heat levels of its warm-up, widened by this share of
 #: their range (beyond, the plain per-signal baseline alone judges the temperature).
 HEAT_ENVELOPE = 0.25
+
+
+def _law_sums(raw: object, key: str, laws: Mapping[str, str], size: int) -> dict[str, list[float]]:
+    """A saved law's sums per target (see :meth:`ZScoreDetector.state`); ValueError if unusable."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{key} is not an object")
+    sums = {str(t): [float(v) for v in values] for t, values in raw.items() if t in laws}
+    if not all(len(v) == size and all(math.isfinite(a) for a in v) for v in sums.values()):
+        raise ValueError(f"{key}: bad sums")
+    return sums
 
 
 class ZScoreDetector:
@@ -274,18 +284,9 @@ class ZScoreDetector:
             std = state["std"]
             std_arr = None if std is None else np.asarray(std, dtype=float).reshape(k)
             seen = int(state["seen"])  # type: ignore[call-overload]
-            raw_laws = state.get("laws", {})  # absent in states saved before the square laws
-            if not isinstance(raw_laws, dict):
-                raise ValueError("laws is not an object")
-            laws = {str(t): [float(v) for v in sums] for t, sums in raw_laws.items() if t in SQUARE_LAWS}
-            if not all(len(v) == _LAW_SUMS and all(math.isfinite(a) for a in v) for v in laws.values()):
-                raise ValueError("laws: bad sums")
-            raw_heat = state.get("heat", {})  # absent in states saved before the heating laws
-            if not isinstance(raw_heat, dict):
-                raise ValueError("heat is not an object")
-            heat = {str(t): [float(v) for v in sums] for t, sums in raw_heat.items() if t in HEAT_LAWS}
-            if not all(len(v) == _HEAT_SUMS and all(math.isfinite(a) for a in v) for v in heat.values()):
-                raise ValueError("heat: bad sums")
+            # (Absent in states saved before the square and heating laws.)
+            laws = _law_sums(state.get("laws", {}), "laws", SQUARE_LAWS, _LAW_SUMS)
+            heat = _law_sums(state.get("heat", {}), "heat", HEAT_LAWS, _HEAT_SUMS)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"bad zscore state: {exc}") from None
         if not all(np.isfinite(a).all() for a in arrays) or (std_arr is not None and not (std_arr > 0).all()):
