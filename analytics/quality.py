@@ -1536,10 +1536,11 @@ class DataQualityMonitor:
     (assumed healthy; only the physical range is judged then) over ``learn_running_s`` of
     running (6 hours: long enough to see the load vary and part of the daily temperature
     cycle; running time is the time between consecutive running samples, a gap of more
-    than 10 minutes not counted) and at least ``min_learn_samples`` running samples (800:
-    the relations need 60 blocks of 12), whatever the sample interval: 6 hours at 5-second
-    samples, 13 running hours at 1-minute ones. ``learn_running_samples``, when given,
-    sets the period as a count of running samples instead.
+    than 10 minutes not counted) or ``max_learn_samples`` running samples (4,320), whichever
+    comes first, and at least ``min_learn_samples`` (800: the relations need 60 blocks of
+    12): 1.2 running hours at 1-second samples, 6 at 5-second ones, 13 at 1-minute ones.
+    ``learn_running_samples``, when given, sets the period as a count of running samples
+    instead.
 
     :meth:`update` returns the issues raised or cleared by that sample. A sample older
     than or as old as the last one is ignored (it cannot be placed in time order).
@@ -1551,11 +1552,13 @@ class DataQualityMonitor:
         learn_running_samples: int | None = None,
         learn_running_s: float = 6 * 3600.0,
         min_learn_samples: int = 800,
+        max_learn_samples: int = 4320,
         checks: Sequence[QualityCheck] | None = None,
     ) -> None:
         self.learn_running_samples = learn_running_samples
         self.learn_running_s = learn_running_s
         self.min_learn_samples = min_learn_samples
+        self.max_learn_samples = max_learn_samples
         self._running_s = 0.0
         self._last_running = False
         self.checks: list[QualityCheck] = list(checks) if checks is not None else default_checks()
@@ -1579,7 +1582,10 @@ class DataQualityMonitor:
     def _learned(self) -> bool:
         if self.learn_running_samples is not None:
             return self._running_seen >= self.learn_running_samples
-        return self._running_s >= self.learn_running_s and self._running_seen >= self.min_learn_samples
+        seen = self._running_seen
+        return seen >= self.min_learn_samples and (
+            self._running_s >= self.learn_running_s or seen >= self.max_learn_samples
+        )
 
     @property
     def faulty_signals(self) -> frozenset[str]:

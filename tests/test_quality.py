@@ -271,7 +271,7 @@ def test_update_never_raises(trained: DataQualityMonitor, seq: list[tuple[int, d
         assert mon.internal_errors == 0
 
 
-@pytest.mark.parametrize(("step_s", "samples"), [(5, 4320), (60, 800)])
+@pytest.mark.parametrize(("step_s", "samples"), [(1, 4320), (5, 4320), (60, 800)])
 def test_learning_lasts_six_running_hours_and_enough_samples_whatever_the_interval(step_s: int, samples: int) -> None:
     mon = DataQualityMonitor()
     ts = START_MS
@@ -283,7 +283,8 @@ def test_learning_lasts_six_running_hours_and_enough_samples_whatever_the_interv
         fed += not stopped
         if not mon.learning:
             break
-    # 6 running hours (time between running samples: a restart's first interval is not
-    # running time) at 5-second samples; at 1-minute ones, the 800 samples the checks need.
+    # 4,320 samples at 1-second samples (1.2 running hours), 6 running hours at 5-second ones
+    # (time between running samples: a restart's first interval is not running time), and
+    # at 1-minute ones the 800 samples the checks need.
     assert not mon.learning
     assert samples <= fed <= 1.02 * samples + 1
