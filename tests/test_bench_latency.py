@@ -67,7 +67,7 @@ def test_bench_latency_tiny_run_every_faulted_machine_alarms_in_finite_time(tmp_
     done = subprocess.run(
         [
             *[sys.executable, "-m", "ops.cli", "bench", "latency"],
-            *["--machines", "20", "--latency-seconds", "30", "--warmup-samples", "10"],
+            *["--machines", "20", "--latency-seconds", "15", "--warmup-samples", "10"],
             *["--state-dir", str(tmp_path / "state"), "--timeout", "100"],
         ],
         capture_output=True,

@@ -47,6 +47,7 @@ def start_gateway(
     seconds: float = 120,
     health_interval_s: float = 10,
     protocol: str = "auto",
+    stop_timeout_s: float = 30,
 ) -> tuple[Child, Path]:
     stats = state / f"{name}.stats.json"
     child = sup.start(
@@ -73,6 +74,7 @@ def start_gateway(
             "BIRLIK_CONFIG": "",
             "BIRLIK_GATEWAY_HEALTH_INTERVAL_S": str(health_interval_s),
             "BIRLIK_GATEWAY_PROTOCOL": protocol,
+            "BIRLIK_GATEWAY_STOP_TIMEOUT_S": str(stop_timeout_s),
             "PYTHONUNBUFFERED": "1",
         },
     )
@@ -252,7 +254,9 @@ def test_messages_lost_by_a_crashed_broker_are_repaired_by_birlik_repair_across_
         ]
         for ingest in ingests:
             ingest.start()
-        gateway, stats = start_gateway(sup, "gateway", broker.url, state, seconds=300)
+        # (A stop bounded to 10 s of draining and 10 s of flushing: SIGTERMed while it still
+        # sends, the gateway is done well within the minute the test waits.)
+        gateway, stats = start_gateway(sup, "gateway", broker.url, state, seconds=300, stop_timeout_s=10)
         wait_until(lambda: read_stats(stats).get("acked", 0) > 300, what="the gateway publishing")
         wait_until(lambda: all(i.stats.get("messages_acked", 0) > 50 for i in ingests), what="both ingests storing")
         # The ingests away: the broker acknowledges the gateway's messages and keeps them for the
