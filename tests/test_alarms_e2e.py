@@ -428,13 +428,15 @@ def test_live_worker_sigkilled_mid_stream_gets_what_it_had_not_finished_again(tm
         time.sleep(1.0)
         pub = Publisher(broker.host, broker.port)
         values = {"vibration_rms": 2.0, "bearing_temp": 50.0, "state": "running"}
-        pub.publish(
+        # Sent over 8 s in the background: the worker cannot be through them all when it is
+        # killed (it scores far faster), and the rest queue in its session while it is down.
+        sending = pub.stream(
             [
                 (PUMP.topic(), encode_telemetry(gateway="gw-k", seq=i + 1, samples=[(base + i * 1000, values)]))
                 for i in range(total)
-            ]
+            ],
+            rate=total / 8,
         )
-        pub.close()
 
         def scored() -> int:  # one anomaly point per scored sample written
             with InfluxClient(InfluxSettings(url=influx.url, database=db)) as client:
@@ -449,6 +451,8 @@ def test_live_worker_sigkilled_mid_stream_gets_what_it_had_not_finished_again(tm
         # What it had written before the kill (and so perhaps acknowledged): the scored
         # samples, and the warm-up's, which are learned, not written.
         done_before = scored() + 60
+        sending.join(60)
+        pub.close()
         assert done_before < total, "the worker finished before it could be killed: publish more"
         second = start("second")
         wait_until(lambda: read("second") >= total - done_before, 60, "the rest read again after the restart")
