@@ -190,7 +190,8 @@ def test_stopped_machine_is_not_called_stuck() -> None:
 # --- on simulator output -------------------------------------------------------------------
 
 
-def simulate(faults: list[dict[str, Any]], hours: float = 8.5, kind: str = "centrifugal_pump") -> list[SensorIssue]:
+def simulated(faults: list[dict[str, Any]], hours: float, kind: str) -> list[tuple[int, dict[str, Any]]]:
+    """One simulated machine of ``kind`` with ``faults``, 5-second samples for ``hours``."""
     plant = parse_plant(
         {
             "sample_interval": "5s",
@@ -204,9 +205,13 @@ def simulate(faults: list[dict[str, Any]], hours: float = 8.5, kind: str = "cent
         }
     )
     fleet = Fleet(plant, seed=3, start_ms=START_MS)
+    return [(ts, values) for _, ts, values in fleet.advance(START_MS + int(hours * 3_600_000))]
+
+
+def simulate(faults: list[dict[str, Any]], hours: float = 8.5, kind: str = "centrifugal_pump") -> list[SensorIssue]:
     mon = DataQualityMonitor(learn_running_samples=4 * 720)
     out: list[SensorIssue] = []
-    for _, ts, values in fleet.advance(START_MS + int(hours * 3_600_000)):
+    for ts, values in simulated(faults, hours, kind):
         out.extend(mon.update(ts, values))
     assert mon.internal_errors == 0
     return out

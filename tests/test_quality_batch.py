@@ -13,9 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analytics.quality import DataQualityMonitor, SensorIssue, _ewma, _ewma_timed
-from birlik.plant import parse_plant
-from simulators.fleet import Fleet
-from tests.test_quality import LEARN, START_MS, STEP_MS, synthetic, weird_values, with_fault
+from tests.test_quality import LEARN, STEP_MS, simulated, synthetic, weird_values, with_fault
 
 Key = tuple[int, str, str, str, int, str]
 
@@ -51,23 +49,6 @@ def both(
     return one_by_one(a, rest), in_batches(b, rest, seed=len(rest)), a, b
 
 
-def plant_samples(faults: list[dict[str, Any]], hours: float, kind: str) -> list[tuple[int, dict[str, Any]]]:
-    plant = parse_plant(
-        {
-            "sample_interval": "5s",
-            "sites": [
-                {
-                    "id": "test",
-                    "ambient": {"mean_c": 14, "annual_swing_c": 28, "daily_swing_c": 15},
-                    "lines": [{"id": "l", "tenant": "t", "machines": [{"id": "m-1", "kind": kind, "faults": faults}]}],
-                }
-            ],
-        }
-    )
-    fleet = Fleet(plant, seed=3, start_ms=START_MS)
-    return [(ts, values) for _, ts, values in fleet.advance(START_MS + int(hours * 3_600_000))]
-
-
 @pytest.mark.parametrize(
     ("kind", "faults"),
     [
@@ -91,7 +72,7 @@ def plant_samples(faults: list[dict[str, Any]], hours: float, kind: str) -> list
     ],
 )
 def test_batches_say_what_samples_say_on_simulated_machines(kind: str, faults: list[dict[str, Any]]) -> None:
-    samples = plant_samples(faults, hours=8.0, kind=kind)
+    samples = simulated(faults, hours=8.0, kind=kind)
     learn = 4 * 720
     a, b, mon_a, mon_b = both(samples[: learn + 200], samples[learn + 200 :], learn)
     assert a == b
