@@ -12,7 +12,9 @@ One :class:`Lifecycle` holds every open alarm (at most one per machine and kind,
   **Priority** only rises while the alarm is active (``severity`` transition).
 - :meth:`Lifecycle.machine_state` — the machine's operating state: a trip to ``fault``
   raises a ``trip`` alarm at once (critical); a planned stop (``stopped``, ``changeover``)
-  **suppresses** its condition and sensor alarms, and none are raised until it runs again.
+  **suppresses** its condition alarms, and none are raised until it runs again. Sensor
+  alarms go on: a sensor is judged in every state on its own terms (a stop is when the
+  data-quality checks see an offset, and the best time to fix a sensor).
 - :meth:`Lifecycle.command` — acknowledge, shelve (until an expiry), unshelve, clear.
 - :meth:`Lifecycle.tick` — the clock: shelves expire, unacknowledged alarms **escalate**
   after ``escalate_after_s``.
@@ -45,7 +47,7 @@ from birlik.topics import MachinePath
 
 log = logging.getLogger("analytics.alarms")
 
-#: Operating states that are planned stops: machine alarms are suppressed.
+#: Operating states that are planned stops: condition alarms are suppressed.
 PLANNED_STOPS = frozenset({"stopped", "changeover"})
 #: The priority each kind starts with, unless the verdict says more.
 DEFAULT_PRIORITY: dict[AlarmKind, Priority] = {
@@ -55,7 +57,8 @@ DEFAULT_PRIORITY: dict[AlarmKind, Priority] = {
     "stale": "medium",
 }
 _RANK = {p: i for i, p in enumerate(PRIORITIES)}
-_MACHINE_KINDS: tuple[AlarmKind, ...] = ("condition", "sensor")
+#: What a planned stop suppresses: the machine's condition (a sensor's fault is not the machine's).
+_SUPPRESSED_KINDS: tuple[AlarmKind, ...] = ("condition",)
 
 
 def _worse(a: Priority, b: Priority) -> Priority:
@@ -166,8 +169,8 @@ class Lifecycle:
             elif d.normal_run >= s.clear_after:
                 o.active = False
             return out
-        if path in self._stopped and kind in ("condition", "sensor"):
-            return out  # a planned stop: no machine alarms
+        if path in self._stopped and kind in _SUPPRESSED_KINDS:
+            return out  # a planned stop: no condition alarms
         if sum(d.recent) >= s.raise_after and verdict.abnormal:
             out += self._activate(key, ts_ms, verdict)
         elif o is not None and o.active and d.normal_run >= s.clear_after:
@@ -190,7 +193,7 @@ class Lifecycle:
             out += self._return(trip, ts_ms)
         if state in PLANNED_STOPS and path not in self._stopped:
             self._stopped.add(path)
-            for kind in _MACHINE_KINDS:
+            for kind in _SUPPRESSED_KINDS:
                 o = self._open.get((path, kind))
                 if o is not None and o.last.open and o.last.state != "suppressed":
                     o.shelved_from = o.last.state
@@ -198,7 +201,7 @@ class Lifecycle:
                 self._debounce.pop((path, kind), None)
         elif state not in PLANNED_STOPS and path in self._stopped:
             self._stopped.discard(path)
-            for kind in _MACHINE_KINDS:
+            for kind in _SUPPRESSED_KINDS:
                 o = self._open.get((path, kind))
                 if o is not None and o.last.state == "suppressed":
                     # Judged afresh once running: a fault still there raises again after the hysteresis.
@@ -213,7 +216,7 @@ class Lifecycle:
         if o is not None and ts_ms <= o.last.ts_ms:
             return []
         if verdict is not None:
-            if path in self._stopped and kind in _MACHINE_KINDS:
+            if path in self._stopped and kind in _SUPPRESSED_KINDS:
                 return []
             if o is not None and o.active and o.last.open:
                 if o.last.state in ("shelved", "suppressed"):

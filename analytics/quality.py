@@ -50,7 +50,7 @@ from birlik.signals import SIGNALS
 
 log = logging.getLogger("analytics.quality")
 
-IssueKind = Literal["stuck", "dropout", "out_of_range", "spikes", "drift", "scaling"]
+IssueKind = Literal["stuck", "dropout", "out_of_range", "spikes", "drift", "scaling", "offset"]
 IssueState = Literal["raised", "cleared"]
 Value = float | int | str | None
 FloatArray = npt.NDArray[np.float64]
@@ -354,7 +354,7 @@ class RangeCheck:
     def freeze(self) -> None:
         return None
 
-    def plan(self, b: Batch) -> Commit | None:
+    def plan(self, b: Batch, faulty: frozenset[str] = frozenset()) -> Commit | None:
         """Batch form: a plain batch is in range, so nothing changes unless an issue is open."""
         return None if self._active else _nothing
 
@@ -440,7 +440,7 @@ class DropoutCheck:
             self._limit[name] = max(self.gap_factor * usual, 2.0 * float(g.max()))
         self._gaps.clear()
 
-    def plan(self, b: Batch) -> Commit | None:
+    def plan(self, b: Batch, faulty: frozenset[str] = frozenset()) -> Commit | None:
         """Batch form: every watched signal reported in every sample, none under an issue."""
         if self._active or any(name not in b.index for name in self._limit):
             return None
@@ -577,7 +577,7 @@ class StuckCheck:
             k = math.log(self.false_alarm) / math.log(p)
             st.limit = max(math.ceil(k), math.ceil(self.run_factor * st.longest), self.min_run)
 
-    def plan(self, b: Batch) -> Commit | None:
+    def plan(self, b: Batch, faulty: frozenset[str] = frozenset()) -> Commit | None:
         """Batch form: the run lengths and the recent change of every judged signal over the
         batch's running samples, all signals at once; None if any of them could raise or
         clear an issue."""
@@ -798,7 +798,7 @@ class SpikeCheck:
         st = self._s[name]
         return st.rough / st.base_rough if st.base_rough > 0 else 1.0
 
-    def plan(self, b: Batch) -> Commit | None:
+    def plan(self, b: Batch, faulty: frozenset[str] = frozenset()) -> Commit | None:
         """Batch form: the batch's spike scores and smoothed roughness of every judged signal;
         None if a spike, a new issue or a clearing could come from it."""
         n = len(b.ts_list)
@@ -1480,7 +1480,9 @@ class RelationCheck:
 
 def default_checks() -> list[QualityCheck]:
     """The checks a monitor runs unless told otherwise, in the order they are applied."""
-    return [RangeCheck(), DropoutCheck(), StuckCheck(), SpikeCheck(), RelationCheck()]
+    from analytics.standstill import StandstillCheck  # it builds on this module's types
+
+    return [RangeCheck(), DropoutCheck(), StuckCheck(), SpikeCheck(), StandstillCheck(), RelationCheck()]
 
 
 #: Physical range of every numeric catalogue signal (state signals are not readings).
@@ -1640,10 +1642,13 @@ class DataQualityMonitor:
     def _update_batch(self, b: Batch) -> list[tuple[int, list[SensorIssue]]] | None:
         """The batch form, or None (nothing changed) if some check must go sample by sample."""
         *planned, last = self.checks
+        others = self._others
+        if others is None:
+            others = self._others = [frozenset(s for s, k in self._open if k not in c.kinds) for c in self.checks]
         commits: list[Commit] = []
-        for c in planned:
+        for c, faulty in zip(planned, others, strict=False):
             plan = getattr(c, "plan", None)
-            commit = plan(b) if plan is not None else None
+            commit = plan(b, faulty) if plan is not None else None
             if commit is None:
                 return None
             commits.append(commit)
@@ -1651,7 +1656,7 @@ class DataQualityMonitor:
         judge = getattr(last, "check_batch", None)
         if judge is None:
             last_plan = getattr(last, "plan", None)
-            last_commit = last_plan(b) if last_plan is not None else None
+            last_commit = last_plan(b, others[-1]) if last_plan is not None else None
             if last_commit is None:
                 return None
             commits.append(last_commit)
@@ -1660,9 +1665,6 @@ class DataQualityMonitor:
         self._last_ts = b.ts_list[-1]
         if judge is None:
             return []
-        others = self._others
-        if others is None:
-            others = self._others = [frozenset(s for s, k in self._open if k not in c.kinds) for c in self.checks]
         out: list[tuple[int, list[SensorIssue]]] = []
         for j, findings in judge(b, others[-1]):
             issues = self._apply(Reading(b.ts_list[j], None, True, {}, {}, set()), findings)

@@ -74,7 +74,7 @@ class _Machine:
     settled_from: int | None = 0
     #: Health indicator trend and remaining useful life.
     rul: RulTracker = field(default_factory=RulTracker)
-    #: Sensor checks (stuck, dropout, out of range, spikes, drift, scaling); None: off.
+    #: Sensor checks (stuck, dropout, out of range, spikes, drift, scaling, offset); None: off.
     quality: DataQualityMonitor | None = None
     #: The measurement and tags of its anomaly points, in line protocol (built on first use).
     anomaly_head: str | None = None

@@ -148,7 +148,7 @@ class AnalyticsConfig:
     #: Live from the broker: several analytics processes with the same group share the
     #: machines' messages (MQTT v5 $share); empty: this process reads them all.
     share_group: str = ""
-    #: Data-quality checks of every sensor (stuck, dropout, out of range, spikes, drift,
+    #: Data-quality checks of every sensor (stuck, dropout, out of range, spikes, drift, offset,
     #: scaling): sensor alarms, and a faulty sensor kept out of the machine model.
     data_quality: bool = True
     #: Refit each machine's model every this many hours of device time from the normal

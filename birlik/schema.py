@@ -21,7 +21,7 @@
                rul_h, rul_low_h, rul_high_h (hours to failure and its band).
 ``sensor_issue`` a sensor issue raised or cleared by analytics' data-quality checks.
                tags: tenant, site, line, machine, kind, signal, issue (stuck, dropout,
-               out_of_range, spikes, drift, scaling), state (raised|cleared);
+               out_of_range, spikes, drift, scaling, offset), state (raised|cleared);
                fields: detail (string), started (integer, ms).
 ``ingest``     the ingest's own counters, every ``ingest.health_interval_s`` (platform health).
                tags: client_id; fields: messages_received, messages_acked, readings_written,

@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                         first = raised[hits[0]]
                         o.delays_min.append((first.ts_ms - g.onset_ms) / 60_000)
                         o.right_kind += any(
-                            raised[i].kind == g.fault or (g.fault == "dropout" and raised[i].kind == "dropout")
+                            raised[i].kind == g.fault or (g.fault == "drift" and raised[i].kind == "offset")
                             for i in hits
                         )
                     elif args.verbose:

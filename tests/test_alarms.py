@@ -238,16 +238,21 @@ def test_bad_commands_are_refused(payload: bytes) -> None:
         decode_command(payload)
 
 
-def test_a_sensor_issue_that_starts_in_a_planned_stop_is_raised_once_the_machine_runs(tmp_path: Path) -> None:
+def test_a_planned_stop_suppresses_the_condition_not_the_sensors(tmp_path: Path) -> None:
+    # A sensor's fault is not the machine's: a stop is when some of them show (an offset at
+    # standstill), and the best time to fix them.
     from analytics.alarmservice import AlarmService
     from analytics.quality import SensorIssue
     from birlik.config import AlarmsConfig
 
     store = AlarmStore(tmp_path / "alarms.sqlite")
     service = AlarmService(AlarmsConfig(store=str(tmp_path / "alarms.sqlite")), store, [])
-    issue = SensorIssue("bearing_temp", "stuck", T0, "bearing_temp has read 51.2 degC for 45 min")
+    issue = SensorIssue("vibration_rms", "offset", T0, "vibration_rms reads 1.1 mm/s at standstill")
     service.sample(PUMP, "centrifugal_pump", T0, {"state": "stopped"}, scored=None, sensor_issues=[issue])
-    assert store.transitions() == []
-    service.sample(PUMP, "centrifugal_pump", T0 + 60_000, {"state": "running"}, scored=None, sensor_issues=[issue])
     assert [(a.kind, a.transition) for a in store.transitions()] == [("sensor", "raised")]
+    service.sample(PUMP, "centrifugal_pump", T0 + 60_000, {"state": "running"}, scored=None, sensor_issues=[issue])
+    service.sample(PUMP, "centrifugal_pump", T0 + 120_000, {"state": "stopped"}, scored=None, sensor_issues=[issue])
+    assert [(a.kind, a.transition) for a in store.transitions()] == [("sensor", "raised")]  # not suppressed
+    service.sample(PUMP, "centrifugal_pump", T0 + 180_000, {"state": "stopped"}, scored=None, sensor_issues=[])
+    assert [(a.kind, a.transition) for a in store.transitions()] == [("sensor", "raised"), ("sensor", "returned")]
     service.close(drain_s=0)

@@ -342,6 +342,10 @@ class MachineModel:
         # Maintenance: out of service, a planned stop (a tripped machine is repaired in it).
         for start, end in _clip_windows(self._maintenance_k, self.k, n):
             codes[start:end] = STOPPED
+        # A fault's heat comes from running (friction, losses): a stopped machine cools down.
+        running = codes == RUNNING
+        fx.bearing_heat = fx.bearing_heat * running
+        fx.winding_heat = fx.winding_heat * running
         values = self.physics(t, fx, ambient_c(self.site, t), codes)
         values["state"] = STATE_NAMES[codes]
         for sensor in self.sensor_faults:
