@@ -55,7 +55,7 @@ VIBRATIONS = ("vibration_rms", "accel_rms", "accel2_rms")
 #: Temperatures with no heat source of their own at standstill: they settle to ambient.
 SETTLING_TEMPS = ("bearing_temp", "motor_temp", "oil_temp", "discharge_temp")
 AMBIENT = "ambient_temp"
-#: At most this many standstill samples of the learning period are kept to learn from.
+#: At most this many values of a signal are kept to learn from.
 _MAX_KEPT = 20_000
 
 
@@ -105,7 +105,10 @@ class StandstillCheck:
         self._rise: dict[str, list[float]] = {}
         self._steps: dict[str, list[float]] = {}
         self._prev: dict[str, float] = {}
-        self._kept: list[Reading | None] = []
+        self._learn_ran = 0  # running samples seen while learning
+        self._learn_since: int | None = None
+        self._floor: dict[str, list[float]] = {}
+        self._offsets: dict[str, list[float]] = {}
         # Learned.
         self._drive_limit: dict[str, float] = {}
         self._vib_limit: dict[str, float] = {}
@@ -138,16 +141,40 @@ class StandstillCheck:
                 if prev is not None and len(self._steps.setdefault(name, [])) < _MAX_KEPT:
                     self._steps[name].append(x - prev)
                 self._prev[name] = x
-        elif len(self._kept) < _MAX_KEPT:
-            self._kept.append(r)
-        if r.running and self._kept and self._kept[-1] is not None:
-            self._kept.append(None)  # a stop ends here
+            self._learn_ran += 1
+            self._learn_since = None
+            if self._learn_ran % 60 == 1:  # the drive's running level so far, now and then
+                self._drive_limit = self._drive_limits()
+            return
+        # A standstill of the learning period (timed from its start: one that began before
+        # the data did is not): the vibration floor and the temperatures' settled offsets.
+        if not self._learn_ran or not self._is_still(r):
+            self._learn_since = None
+            return
+        since = self._learn_since = r.ts_ms if self._learn_since is None else self._learn_since
+        stood = r.ts_ms - since
+        if stood >= self.spin_down_ms:
+            for name in VIBRATIONS:
+                x = v.get(name)
+                if x is not None and len(self._floor.setdefault(name, [])) < _MAX_KEPT:
+                    self._floor[name].append(x)
+        ambient = v.get(AMBIENT)
+        if stood >= self.settle_ms and ambient is not None:
+            for name in SETTLING_TEMPS:
+                x = v.get(name)
+                if x is not None and len(self._offsets.setdefault(name, [])) < _MAX_KEPT:
+                    self._offsets[name].append(x - ambient)
 
-    def freeze(self) -> None:
+    def _drive_limits(self) -> dict[str, float]:
+        out: dict[str, float] = {}
         for name in DRIVE_SIGNALS:
             level = _median(self._run.get(name))
             if level is not None and level > 0:
-                self._drive_limit[name] = self.still_share * level
+                out[name] = self.still_share * level
+        return out
+
+    def freeze(self) -> None:
+        self._drive_limit = self._drive_limits()
         noise = {n: _spread(s) / math.sqrt(2) for n, s in self._steps.items() if len(s) >= 30}
         for name, rises in self._rise.items():
             rise = _median(rises)
@@ -157,30 +184,7 @@ class StandstillCheck:
         if self._temp_tol:
             tol_a = min(self._temp_tol.values())
             self._temp_tol[AMBIENT] = max(tol_a, self.k_noise * noise.get(AMBIENT, 0.0))
-        # What the learning period's standstill looked like, if it had any.
-        floor: dict[str, list[float]] = {}
-        offsets: dict[str, list[float]] = {}
-        since: int | None = None
-        ran = False  # a stop is timed from its start: one that began before the data did is not
-        for r in self._kept:
-            if r is None or not self._is_still(r):
-                since, ran = None, True
-                continue
-            if not ran:
-                continue
-            since = r.ts_ms if since is None else since
-            stood = r.ts_ms - since
-            if stood >= self.spin_down_ms:
-                for name in VIBRATIONS:
-                    x = r.values.get(name)
-                    if x is not None:
-                        floor.setdefault(name, []).append(x)
-            ambient = r.values.get(AMBIENT)
-            if stood >= self.settle_ms and ambient is not None:
-                for name in SETTLING_TEMPS:
-                    x = r.values.get(name)
-                    if x is not None:
-                        offsets.setdefault(name, []).append(x - ambient)
+        floor, offsets = self._floor, self._offsets
         for name in VIBRATIONS:
             level = _median(self._run.get(name))
             if level is None or level <= 0:
@@ -197,7 +201,8 @@ class StandstillCheck:
         self._rise.clear()
         self._steps.clear()
         self._prev.clear()
-        self._kept.clear()
+        self._floor.clear()
+        self._offsets.clear()
 
     # -- judging --
 

@@ -148,3 +148,16 @@ def test_the_batch_form_says_what_samples_say_across_stops() -> None:
     assert by_sample == by_batch
     assert any(k[2] == "offset" for k in by_sample)
     assert b.batched_samples > len(rest) // 3  # nights and weekends too, while nothing is off
+
+
+def test_a_standstill_seen_while_learning_is_the_machine_s_own_baseline() -> None:
+    # A bearing thermocouple sitting in a warm spot reads 5 K above ambient at standstill from
+    # the start. A learning period that includes a night's stop learns that as this machine's
+    # standstill offset; one that saw no settled stop judges it against physics (ambient).
+    data = [(ts, dict(v, bearing_temp=v["bearing_temp"] + 5.0)) for ts, v in samples("centrifugal_pump", "two", [])]
+    with_night = DataQualityMonitor(learn_running_s=20 * 3600.0, max_learn_samples=10_000)
+    got = [i for ts, v in data for i in with_night.update(ts, v)]
+    check = next(c for c in with_night.checks if isinstance(c, StandstillCheck))
+    assert check._temp_base["bearing_temp"] == pytest.approx(5.4, abs=1.0)
+    assert [i for i in got if i.kind == "offset"] == []
+    assert [(i.signal, i.state) for i in issues(data) if i.kind == "offset"][:1] == [("bearing_temp", "raised")]
