@@ -40,6 +40,7 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal, Protocol
 
 import numpy as np
@@ -163,6 +164,7 @@ class Reading:
     ``values``: finite numbers of numeric signals inside their physical range;
     ``out_of_range``: numbers outside it (infinities and overflowing integers included);
     ``missing``: keys sent without a usable number (None, NaN, text, booleans).
+    ``refs``: the readings of the same quantity by other machines' sensors, if known.
     """
 
     ts_ms: int
@@ -171,6 +173,9 @@ class Reading:
     values: dict[str, float]
     out_of_range: dict[str, float]
     missing: set[str]
+    #: What other machines' sensors of the same quantity read at that time (the median of
+    #: the line's other ambient sensors, see :mod:`analytics.reference`), by signal.
+    refs: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +281,8 @@ class Batch:
     x: FloatArray
     names: list[str]
     index: dict[str, int]
+    #: Per sample, what other machines' sensors read (``Reading.refs``), if anything is known.
+    refs: Sequence[Mapping[str, float] | None] | None = None
 
     @classmethod
     def of(cls, ts_ms: Sequence[int], values: Sequence[Mapping[str, Value]], after_ms: int | None) -> Batch | None:
@@ -1480,9 +1487,18 @@ class RelationCheck:
 
 def default_checks() -> list[QualityCheck]:
     """The checks a monitor runs unless told otherwise, in the order they are applied."""
-    from analytics.standstill import StandstillCheck  # it builds on this module's types
+    from analytics.reference import ReferenceCheck  # these build on this module's types
+    from analytics.standstill import StandstillCheck
 
-    return [RangeCheck(), DropoutCheck(), StuckCheck(), SpikeCheck(), StandstillCheck(), RelationCheck()]
+    return [
+        RangeCheck(),
+        DropoutCheck(),
+        StuckCheck(),
+        SpikeCheck(),
+        StandstillCheck(),
+        ReferenceCheck(),
+        RelationCheck(),
+    ]
 
 
 #: Physical range of every numeric catalogue signal (state signals are not readings).
@@ -1493,9 +1509,11 @@ _RANGES: dict[str, tuple[float, float]] = {
 }
 _STATES = frozenset(n for n, s in SIGNALS.items() if s.kind == "state") | {"state"}
 _NO_RANGE = (-_BIG, _BIG)
+_NO_REFS: Mapping[str, float] = MappingProxyType({})
+_NONE: frozenset[str] = frozenset()
 
 
-def _parse(ts_ms: int, values: Mapping[str, Value]) -> Reading:
+def _parse(ts_ms: int, values: Mapping[str, Value], refs: Mapping[str, float] | None = None) -> Reading:
     state_value = values.get("state")
     state = state_value if isinstance(state_value, str) else None
     running = state is None or state == "running"
@@ -1523,7 +1541,7 @@ def _parse(ts_ms: int, values: Mapping[str, Value]) -> Reading:
             missing.add(name)
         else:
             bad[name] = v
-    return Reading(ts_ms, state, running, good, bad, missing)
+    return Reading(ts_ms, state, running, good, bad, missing, refs or _NO_REFS)
 
 
 #: The shortest run of samples :meth:`DataQualityMonitor.update_many` judges in columns
@@ -1568,6 +1586,8 @@ class DataQualityMonitor:
         self._learning = True
         self._last_ts: int | None = None
         self._open: dict[tuple[str, IssueKind], SensorIssue] = {}
+        #: The checks (by index) that hold each open issue.
+        self._holders: dict[tuple[str, IssueKind], set[int]] = {}
         #: Unexpected errors swallowed by :meth:`update` (should stay 0; logged).
         self.internal_errors = 0
         #: Samples :meth:`update_many` judged in columns.
@@ -1603,17 +1623,23 @@ class DataQualityMonitor:
             self._issues = tuple(self._open.values())
         return self._issues
 
-    def update(self, ts_ms: int, values: Mapping[str, Value]) -> list[SensorIssue]:
-        """Judge one sample; returns the issues it raised or cleared. Never raises."""
+    def update(
+        self, ts_ms: int, values: Mapping[str, Value], refs: Mapping[str, float] | None = None
+    ) -> list[SensorIssue]:
+        """Judge one sample; returns the issues it raised or cleared. ``refs``: what other
+        machines' sensors of the same quantity read then (``Reading.refs``). Never raises."""
         try:
-            return self._update(ts_ms, values)
+            return self._update(ts_ms, values, refs)
         except Exception:  # any input, no crash: a bug here must not stop the analytics
             self.internal_errors += 1
             log.exception("data-quality monitor failed on a sample at %r", ts_ms)
             return []
 
     def update_many(
-        self, ts_ms: Sequence[int], values: Sequence[Mapping[str, Value]]
+        self,
+        ts_ms: Sequence[int],
+        values: Sequence[Mapping[str, Value]],
+        refs: Sequence[Mapping[str, float] | None] | None = None,
     ) -> list[tuple[int, list[SensorIssue]]]:
         """Judge a run of samples, exactly as :meth:`update` one by one would; returns
         ``(index, issues)`` for each sample that raised or cleared any. A plain run (see
@@ -1624,6 +1650,8 @@ class DataQualityMonitor:
             if not self._learning and len(ts_ms) >= BATCH_MIN:
                 b = Batch.of(ts_ms, values, self._last_ts)
                 if b is not None:
+                    if refs is not None and len(refs) == len(ts_ms):
+                        b.refs = refs
                     done = self._update_batch(b)
                     if done is not None:
                         self.batched_samples += len(ts_ms)
@@ -1634,7 +1662,7 @@ class DataQualityMonitor:
             return []
         out: list[tuple[int, list[SensorIssue]]] = []
         for i, (ts, v) in enumerate(zip(ts_ms, values, strict=False)):
-            issues = self.update(ts, v)
+            issues = self.update(ts, v, refs[i] if refs is not None and i < len(refs) else None)
             if issues:
                 out.append((i, issues))
         return out
@@ -1644,7 +1672,7 @@ class DataQualityMonitor:
         *planned, last = self.checks
         others = self._others
         if others is None:
-            others = self._others = [frozenset(s for s, k in self._open if k not in c.kinds) for c in self.checks]
+            others = self._others = self._faulty_for_each()
         commits: list[Commit] = []
         for c, faulty in zip(planned, others, strict=False):
             plan = getattr(c, "plan", None)
@@ -1666,20 +1694,23 @@ class DataQualityMonitor:
         if judge is None:
             return []
         out: list[tuple[int, list[SensorIssue]]] = []
+        i_last = len(self.checks) - 1
         for j, findings in judge(b, others[-1]):
-            issues = self._apply(Reading(b.ts_list[j], None, True, {}, {}, set()), findings)
+            issues = self._apply(Reading(b.ts_list[j], None, True, {}, {}, set()), [(i_last, f) for f in findings])
             if issues:
                 out.append((j, issues))
         return out
 
-    def _update(self, ts_ms: int, values: Mapping[str, Value]) -> list[SensorIssue]:
+    def _update(
+        self, ts_ms: int, values: Mapping[str, Value], refs: Mapping[str, float] | None = None
+    ) -> list[SensorIssue]:
         if isinstance(ts_ms, bool) or not isinstance(ts_ms, int) or not isinstance(values, Mapping):
             return []
         if self._last_ts is not None and ts_ms <= self._last_ts:
             return []
         last = self._last_ts
         self._last_ts = ts_ms
-        r = _parse(ts_ms, values)
+        r = _parse(ts_ms, values, refs if isinstance(refs, Mapping) else None)
         if self._learning:
             self._running_seen += r.running
             if r.running and self._last_running and last is not None:
@@ -1693,29 +1724,51 @@ class DataQualityMonitor:
                     c.freeze()
             # The physical range needs no learning.
             return self._apply(
-                r, [f for c in self.checks if "out_of_range" in c.kinds for f in c.check(r, frozenset())]
+                r,
+                [(i, f) for i, c in enumerate(self.checks) if "out_of_range" in c.kinds for f in c.check(r, _NONE)],
             )
-        findings: list[Finding] = []
+        findings: list[tuple[int, Finding]] = []
         others = self._others
         if others is None:  # the signals under another check's issue, per check (until an issue changes)
-            others = self._others = [frozenset(s for s, k in self._open if k not in c.kinds) for c in self.checks]
-        for c, faulty in zip(self.checks, others, strict=True):
+            others = self._others = self._faulty_for_each()
+        for i, (c, faulty) in enumerate(zip(self.checks, others, strict=True)):
             if findings:
-                faulty = faulty | {f.signal for f in findings if f.active}
-            findings.extend(c.check(r, faulty))
+                faulty = faulty | {f.signal for _, f in findings if f.active}
+            findings.extend((i, f) for f in c.check(r, faulty))
         return self._apply(r, findings) if findings else []
 
-    def _apply(self, r: Reading, findings: Iterable[Finding]) -> list[SensorIssue]:
+    def _faulty_for_each(self) -> list[frozenset[str]]:
+        """Per check: the signals under an issue another check holds."""
+        return [
+            frozenset(s for (s, _), holders in self._holders.items() if holders - {i}) for i in range(len(self.checks))
+        ]
+
+    def _apply(self, r: Reading, findings: Iterable[tuple[int, Finding]]) -> list[SensorIssue]:
+        """Findings of the checks (by their index): an issue is open while any check holds it
+        (two checks can see the same problem: a drift against the line's other sensors and
+        against the machine's own physics)."""
         out: list[SensorIssue] = []
-        for f in findings:
+        for i, f in findings:
             key = (f.signal, f.kind)
-            if f.active and key not in self._open:
-                issue = SensorIssue(f.signal, f.kind, r.ts_ms, f.detail, "raised", r.ts_ms)
-                self._open[key] = issue
-                out.append(issue)
-            elif not f.active and key in self._open:
-                old = self._open.pop(key)
-                out.append(SensorIssue(f.signal, f.kind, old.started_ms, old.detail, "cleared", r.ts_ms))
+            holders = self._holders.get(key)
+            if f.active:
+                if holders is None:
+                    holders = self._holders[key] = set()
+                if i not in holders:
+                    holders.add(i)
+                    self._others = None
+                if key not in self._open:
+                    issue = SensorIssue(f.signal, f.kind, r.ts_ms, f.detail, "raised", r.ts_ms)
+                    self._open[key] = issue
+                    out.append(issue)
+            elif holders is not None and i in holders:
+                holders.discard(i)
+                self._others = None
+                if not holders:
+                    del self._holders[key]
+                    if key in self._open:
+                        old = self._open.pop(key)
+                        out.append(SensorIssue(f.signal, f.kind, old.started_ms, old.detail, "cleared", r.ts_ms))
         if out:
             self._others = self._faulty = self._issues = None
         return out

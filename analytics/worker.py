@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ from analytics.alerts import AlertChannel, AlertTracker
 from analytics.detectors import Detector
 from analytics.features import HEAT_LAWS, Heat, features
 from analytics.quality import BATCH_MIN, DataQualityMonitor, SensorIssue
+from analytics.reference import LineReferences
 from analytics.refit import Refit
 from analytics.rul import RulTracker
 from analytics.stream import TelemetryStream, run_stream
@@ -143,6 +144,8 @@ class AnalyticsWorker:
         )
         self._machines: dict[MachinePath, _Machine] = {}
         self._stats_file = StatsFile(config.stats_file or None)
+        #: The lines' ambient readings: each machine's ambient sensor judged against its neighbours'.
+        self.references = LineReferences()
 
     def discover(self) -> None:
         """Find machines that have reported since the last look."""
@@ -223,6 +226,7 @@ class AnalyticsWorker:
         lines: list[str] = []
         alerts: list[Alert] = []
         read = 0
+        got: list[tuple[_Machine, list[int], list[dict[str, Any]]]] = []
         for machine, series in zip(machines, results, strict=True):
             stamps: list[int] = []
             rows: list[dict[str, Any]] = []
@@ -236,12 +240,17 @@ class AnalyticsWorker:
                     }
                     stamps.append(int(values.pop("time")))
                     rows.append(values)
+            got.append((machine, stamps, rows))
+            if stamps and self.config.data_quality:
+                self.references.add(machine.path, stamps, rows)
+        for machine, stamps, rows in got:
             if stamps:
                 read += len(stamps)
                 machine.last_ts = max(machine.last_ts, max(stamps))
                 self.samples(machine, stamps, rows, lines, alerts)
             if machine.last_ts >= self.since_ms:
                 self.stats.last_ts_by_machine[str(machine.path)] = machine.last_ts
+        self.references.prune()
         if lines:
             self.write(lines)
         self._after_batch(machines)
@@ -281,13 +290,22 @@ class AnalyticsWorker:
             self.stats.machines = len(self._machines)
         return m
 
-    def sample(self, m: _Machine, ts: int, values: dict[str, Any], lines: list[str], alerts: list[Alert]) -> None:
-        """Everything done with one sample: sensor checks, scoring, health, alarms."""
+    def sample(
+        self,
+        m: _Machine,
+        ts: int,
+        values: dict[str, Any],
+        lines: list[str],
+        alerts: list[Alert],
+        refs: Mapping[str, float] | None = None,
+    ) -> None:
+        """Everything done with one sample: sensor checks (``refs``: what the neighbours'
+        sensors read, see :mod:`analytics.reference`), scoring, health, alarms."""
         quality = m.quality
         if quality is None:
             self._judged(m, ts, values, lines, alerts, frozenset(), None)
             return
-        for issue in quality.update(ts, values):
+        for issue in quality.update(ts, values, refs):
             self.stats.sensor_issues += issue.state == "raised"
             lines.append(_issue_point(m, issue))
         self._judged(m, ts, values, lines, alerts, quality.faulty_signals, quality.open_issues)
@@ -299,13 +317,14 @@ class AnalyticsWorker:
         in columns (:meth:`DataQualityMonitor.update_many`), then each is scored, in order,
         with the sensor issues open at its time."""
         quality = m.quality
+        refs = self.references.refs(m.path, ts) if quality is not None else None
         if quality is None or len(ts) < BATCH_MIN:
-            for t, v in zip(ts, values, strict=True):
-                self.sample(m, t, v, lines, alerts)
+            for i, (t, v) in enumerate(zip(ts, values, strict=True)):
+                self.sample(m, t, v, lines, alerts, refs[i] if refs is not None else None)
             return
         opened = {(i.signal, i.kind): i for i in quality.open_issues}
         faulty, issues = quality.faulty_signals, quality.open_issues
-        events = dict(quality.update_many(ts, values))
+        events = dict(quality.update_many(ts, values, refs))
         for j, (t, v) in enumerate(zip(ts, values, strict=True)):
             changed = events.get(j)
             if changed:
@@ -359,6 +378,13 @@ class AnalyticsWorker:
             for sample in telemetry.samples:
                 group[1].append(sample.ts_ms)
                 group[2].append(dict(sample.values))
+        if self.config.data_quality:
+            try:
+                for m, ts, values in groups.values():
+                    if ts:
+                        self.references.add(m.path, ts, values)
+            except Exception:  # a bug must not stop the worker: the ambient references are a nicety
+                log.exception("unexpected error keeping the lines' ambient readings; skipped")
         done = 0
         for m, ts, values in groups.values():
             if not ts:
@@ -369,6 +395,7 @@ class AnalyticsWorker:
                 log.exception("%s: unexpected error scoring %d samples; skipped", m.path, len(ts))
             m.last_ts = max(m.last_ts, max(ts))
             done += len(ts)
+        self.references.prune()
         self.stats.samples_read += done
         return done
 
