@@ -45,11 +45,28 @@ class LineReferences:
     machine's newest reading (:meth:`prune`). Neighbours beyond the first ``max_others``
     of a line are not consulted (the median of a few is as good, and cheaper)."""
 
-    def __init__(self, *, max_gap_ms: int = 600_000, min_others: int = 2, max_others: int = 8) -> None:
+    def __init__(
+        self,
+        *,
+        max_gap_ms: int = 600_000,
+        min_others: int = 2,
+        max_others: int = 8,
+        every_ms: int = 60_000,
+        store_every_ms: int = 15_000,
+    ) -> None:
         self.max_gap_ms = max_gap_ms
         self.min_others = min_others
         self.max_others = max_others
+        #: A machine's samples get references at most this often (the air changes slowly).
+        self.every_ms = every_ms
+        #: Readings closer than this to the one kept before are not kept.
+        self.store_every_ms = store_every_ms
+        self._given: dict[MachinePath, int] = {}
         self._lines: dict[tuple[str, str, str], dict[str, dict[str, _Series]]] = {}
+        #: Per line: how many series it has had (a new one changes everyone's neighbours).
+        self._versions: dict[tuple[str, str, str], int] = {}
+        #: Per machine and signal: its line's version when its neighbours were last listed, and them.
+        self._neighbours: dict[tuple[MachinePath, str], tuple[int, list[tuple[str, _Series]]]] = {}
 
     @staticmethod
     def _line(path: MachinePath) -> tuple[str, str, str]:
@@ -57,7 +74,8 @@ class LineReferences:
 
     def add(self, path: MachinePath, ts: Sequence[int], values: Sequence[Mapping[str, Value]]) -> None:
         """A machine's samples, in its time order (later ones than it had only)."""
-        machines = self._lines.setdefault(self._line(path), {})
+        line = self._line(path)
+        machines = self._lines.setdefault(line, {})
         mine = machines.setdefault(path.machine, {})
         for name in SHARED:
             series = mine.get(name)
@@ -70,26 +88,44 @@ class LineReferences:
                     continue
                 if series is None:
                     series = mine[name] = _Series([], [])
-                if series.ts and t <= series.ts[-1]:
+                    self._versions[line] = self._versions.get(line, 0) + 1
+                if series.ts and t - series.ts[-1] < max(self.store_every_ms, 1):
                     continue
                 series.ts.append(t)
                 series.values.append(x)
 
     def refs(self, path: MachinePath, ts: Sequence[int]) -> list[Mapping[str, float] | None] | None:
         """Per sample time: each neighbour's reading nearest in time within ``max_gap_ms``,
-        keyed ``<signal>@<machine>``; None where there is none (None: none at all)."""
+        keyed ``<signal>@<machine>``; None where there is none (None: none at all). A
+        machine's samples less than ``every_ms`` after the last one given references get
+        none (ask in the machine's time order)."""
         machines = self._lines.get(self._line(path))
         if not machines or len(machines) <= self.min_others:
             return None
         out: list[dict[str, float] | None] = [None] * len(ts)
         found = False
+        wanted: list[tuple[int, int]] = []  # (index, time) of the samples given references
+        last = self._given.get(path)
+        for i, t in enumerate(ts):
+            if last is None or t - last >= self.every_ms:
+                wanted.append((i, t))
+                last = t
+        if not wanted:
+            return None
+        if last is not None:
+            self._given[path] = last
         for name in SHARED:
-            others = [(m, s) for m, per in machines.items() if m != path.machine and (s := per.get(name)) is not None]
+            cached = self._neighbours.get((path, name))
+            version = self._versions.get(self._line(path), 0)
+            if cached is None or cached[0] != version:
+                mine = [(m, s) for m, per in machines.items() if m != path.machine and (s := per.get(name)) is not None]
+                cached = self._neighbours[(path, name)] = (version, mine[: self.max_others])
+            others = cached[1]
             if len(others) < self.min_others:
                 continue
-            for m, s in others[: self.max_others]:
+            for m, s in others:
                 k = f"{name}@{m}"
-                for i, t in enumerate(ts):
+                for i, t in wanted:
                     j = bisect_left(s.ts, t)
                     best = None
                     if j < len(s.ts) and s.ts[j] - t <= self.max_gap_ms:

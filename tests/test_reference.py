@@ -23,7 +23,7 @@ def path(machine: str, line: str = "l") -> MachinePath:
 
 
 def test_each_neighbour_s_nearest_reading_is_given() -> None:
-    refs = LineReferences(max_gap_ms=60_000)
+    refs = LineReferences(max_gap_ms=60_000, every_ms=0, store_every_ms=0)
     refs.add(path("a"), [0, 60_000], [{"ambient_temp": 20.0}, {"ambient_temp": 21.0}])
     assert refs.refs(path("a"), [0]) is None  # no neighbours
     refs.add(path("b"), [0, 60_000], [{"ambient_temp": 22.0}, {"ambient_temp": 23.0}])
@@ -40,6 +40,14 @@ def test_each_neighbour_s_nearest_reading_is_given() -> None:
     refs.add(path("a"), [600_000], [{"ambient_temp": 20.0}])
     refs.prune()
     assert refs.refs(path("b"), [60_000]) == [{"ambient_temp@c": 24.0}]  # a's old readings forgotten
+    # By default a machine's samples get references once a minute, and readings are kept
+    # one per 15 seconds.
+    every = LineReferences()
+    for m in "abc":
+        every.add(path(m), list(range(0, 120_000, 5_000)), [{"ambient_temp": 20.0}] * 24)
+    got = every.refs(path("a"), list(range(0, 120_000, 5_000)))
+    assert got is not None and [i for i, r in enumerate(got) if r] == [0, 12]
+    assert len(every._lines[("t", "s", "l")]["b"]["ambient_temp"].ts) == 8
 
 
 @settings(max_examples=200, deadline=None)
