@@ -399,6 +399,13 @@ class AlarmService:
         """The detector state saved for ``path`` with its cursor, if any."""
         return self._models.get(str(path))
 
+    def save_quality(self, path: MachinePath, state: bytes) -> None:
+        """What the machine's data-quality checks learned (:meth:`DataQualityMonitor.dumps`)."""
+        self.store.set_blob(f"quality/{path}", state)
+
+    def quality(self, path: MachinePath) -> bytes | None:
+        return self.store.get_blob(f"quality/{path}")
+
     def close(self, drain_s: float = 5.0) -> None:
         self.notifier.drain(drain_s)
         self.notifier.stop()

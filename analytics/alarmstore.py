@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (channel, status, id);
 CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS blobs (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
 
 
@@ -152,6 +153,16 @@ class AlarmStore:
             self._db.executemany(
                 "INSERT OR REPLACE INTO state VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()]
             )
+
+    def set_blob(self, name: str, value: bytes) -> None:
+        """A named binary value (what a machine's data-quality checks learned)."""
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO blobs VALUES (?, ?)", (name, value))
+
+    def get_blob(self, name: str) -> bytes | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM blobs WHERE name = ?", (name,)).fetchone()
+        return bytes(row[0]) if row else None
 
     def get_state(self, name: str, default: Any = None) -> Any:
         with self._lock:

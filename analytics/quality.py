@@ -26,8 +26,11 @@ Limits, in plain words:
 
 * the learning period must be healthy: a sensor already broken then is learned as normal;
 * a machine fault that shows in a single signal only (e.g. an imbalance seen by one
-  vibration sensor and nothing else) looks exactly like a sensor drift; a second,
-  redundant sensor (``accel_rms`` next to ``vibration_rms``) is what separates the two;
+  vibration sensor and nothing else) looks exactly like a sensor drift while the machine
+  runs; a second, redundant sensor (``accel_rms`` next to ``vibration_rms``) is what
+  separates the two, and so does a standstill (:mod:`analytics.standstill`: a machine
+  fault's vibration and heat stop with the machine, a sensor's offset does not), and for
+  ambient sensors the line's other machines' (:mod:`analytics.reference`);
 * signals without partners (no model) are checked for stuck, dropout, range and spikes
   only, and against their own learned level.
 """
@@ -36,7 +39,9 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import sys
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -1549,6 +1554,11 @@ def _parse(ts_ms: int, values: Mapping[str, Value], refs: Mapping[str, float] | 
 BATCH_MIN = 24
 
 
+#: The saved form of a monitor (:meth:`DataQualityMonitor.dumps`): raise it whenever a
+#: check's state changes shape, so an older save is refused (and learned afresh).
+STATE_FORMAT = b"birlik-quality/1\n"
+
+
 class DataQualityMonitor:
     """The data-quality checks of one machine, fed its samples in time order.
 
@@ -1600,6 +1610,25 @@ class DataQualityMonitor:
     @property
     def learning(self) -> bool:
         return self._learning
+
+    def dumps(self) -> bytes:
+        """The monitor as it is, to be saved and loaded again after a restart (:meth:`loads`),
+        so what it learned is not learned again from whatever the machine does then."""
+        return STATE_FORMAT + zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
+
+    @staticmethod
+    def loads(data: bytes) -> DataQualityMonitor:
+        """A monitor saved by :meth:`dumps` (by this release); ValueError when it cannot be used.
+        (The save is the worker's own alarm store, as trusted as the worker's configuration.)"""
+        if not isinstance(data, bytes) or not data.startswith(STATE_FORMAT):
+            raise ValueError("not a saved data-quality monitor of this release")
+        try:
+            mon = pickle.loads(zlib.decompress(data[len(STATE_FORMAT) :]))
+        except Exception as exc:  # corrupt or from other code: learned afresh
+            raise ValueError(f"the saved data-quality monitor cannot be read: {exc}") from None
+        if not isinstance(mon, DataQualityMonitor):
+            raise ValueError("the saved data-quality monitor is something else")
+        return mon
 
     def _learned(self) -> bool:
         if self.learn_running_samples is not None:

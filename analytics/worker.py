@@ -52,6 +52,8 @@ class AnalyticsStats:
     sensor_issues: int = 0
     #: Machines whose detector went on from its saved state after a restart.
     models_restored: int = 0
+    #: Machines whose data-quality checks went on from what they had learned before a restart.
+    quality_restored: int = 0
     #: Models replaced by a refit (analytics.refit_every_h), and refits refused.
     refits: int = 0
     refits_refused: int = 0
@@ -146,6 +148,8 @@ class AnalyticsWorker:
         self._stats_file = StatsFile(config.stats_file or None)
         #: The lines' ambient readings: each machine's ambient sensor judged against its neighbours'.
         self.references = LineReferences()
+        #: Machines whose data-quality checks finished learning in this batch (saved after it).
+        self._quality_learned: list[_Machine] = []
 
     def discover(self) -> None:
         """Find machines that have reported since the last look."""
@@ -180,6 +184,18 @@ class AnalyticsWorker:
             log.warning("%s: the saved detector state cannot be used (%s); learning again", m.path, exc)
             m.detector = self.detector_factory(self.config.warmup_samples)
 
+    def _restore_quality(self, m: _Machine) -> None:
+        """Go on with what the data-quality checks had learned before a restart (not
+        learning a sensor that went bad meanwhile as normal)."""
+        saved = self.alarms.quality(m.path) if self.alarms is not None and m.quality is not None else None
+        if saved is None:
+            return
+        try:
+            m.quality = DataQualityMonitor.loads(saved)
+            self.stats.quality_restored += 1
+        except ValueError as exc:
+            log.warning("%s: %s; the data-quality checks learn again", m.path, exc)
+
     def _models(self) -> dict[MachinePath, Any]:
         out: dict[MachinePath, Any] = {}
         for m in self._machines.values():
@@ -208,6 +224,10 @@ class AnalyticsWorker:
         if self._unsaved:  # nothing scored since the last save: nothing to save
             self.alarms.save_cursors({m.path: m.last_ts for m in machines}, models)
             self._unsaved = 0
+        for m in self._quality_learned:  # saved once, when learned: it is not learned again
+            if m.quality is not None:
+                self.alarms.save_quality(m.path, m.quality.dumps())
+        self._quality_learned.clear()
 
     def poll_once(self) -> int:
         """Score every new sample once; returns how many samples were read."""
@@ -286,6 +306,7 @@ class AnalyticsWorker:
                 )
             if done is not None and done > self.since_ms - 1:
                 self._restore_model(m)
+                self._restore_quality(m)
             self._machines[path] = m
             self.stats.machines = len(self._machines)
         return m
@@ -305,9 +326,12 @@ class AnalyticsWorker:
         if quality is None:
             self._judged(m, ts, values, lines, alerts, frozenset(), None)
             return
+        learning = quality.learning
         for issue in quality.update(ts, values, refs):
             self.stats.sensor_issues += issue.state == "raised"
             lines.append(_issue_point(m, issue))
+        if learning and not quality.learning:
+            self._quality_learned.append(m)
         self._judged(m, ts, values, lines, alerts, quality.faulty_signals, quality.open_issues)
 
     def samples(
@@ -324,7 +348,10 @@ class AnalyticsWorker:
             return
         opened = {(i.signal, i.kind): i for i in quality.open_issues}
         faulty, issues = quality.faulty_signals, quality.open_issues
+        learning = quality.learning
         events = dict(quality.update_many(ts, values, refs))
+        if learning and not quality.learning:
+            self._quality_learned.append(m)
         for j, (t, v) in enumerate(zip(ts, values, strict=True)):
             changed = events.get(j)
             if changed:

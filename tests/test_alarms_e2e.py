@@ -491,3 +491,64 @@ def test_a_command_sent_while_the_worker_is_down_is_applied_when_it_is_back(tmp_
         last = transitions()[-1]
         assert (last.transition, last.state, last.user) == ("acknowledged", "normal", "aigerim")
         assert sup.stop(second) == 0
+
+
+def test_a_restarted_worker_goes_on_with_what_its_sensor_checks_learned(
+    config: Any, influx: Any, tmp_path: Path
+) -> None:
+    """A pump's data-quality checks learn its first six running hours. The worker is stopped,
+    a bearing thermocouple sticks, the worker is started again: it goes on with what its
+    checks learned and reports the stuck sensor. A worker started afresh at that point is
+    still learning, the stuck reading included, and reports nothing."""
+    from analytics.alarmservice import AlarmService
+    from analytics.detectors import DETECTORS
+    from analytics.worker import AnalyticsWorker
+    from tests.test_quality import START_MS, simulated
+
+    start = (int(time.time()) - 10 * 3600) * 1000
+    stuck = {"type": "stuck", "signal": "bearing_temp", "start": "7.5h", "duration": "1h"}
+    samples = [(ts - START_MS + start, v) for ts, v in simulated([stuck], 9.0, "centrifugal_pump")]
+    restart_ms = start + 7 * 3600_000
+
+    def write(rows: list[tuple[int, dict[str, Any]]]) -> None:
+        lines = [encode_point("telemetry", {**TAGS, "kind": "centrifugal_pump"}, v, ts) for ts, v in rows]
+        for i in range(0, len(lines), 5000):
+            influx.write(lines[i : i + 5000])
+
+    def worker(store_path: Path, since_ms: int) -> tuple[AnalyticsWorker, AlarmService, AlarmStore]:
+        config.alarms.store = str(store_path)
+        store = AlarmStore(store_path)
+        service = AlarmService(config.alarms, store, [])
+        w = AnalyticsWorker(
+            influx, config.analytics, detector_factory=DETECTORS["zscore"], since_ms=since_ms, alarms=service
+        )
+        return w, service, store
+
+    def stuck_alarms(store: AlarmStore) -> list[Any]:
+        return [a for a in store.transitions() if a.kind == "sensor" and "bearing_temp" in a.title]
+
+    write([s for s in samples if s[0] < restart_ms])
+    first, service, _ = worker(tmp_path / "kept.sqlite", start)
+    while first.poll_once():
+        pass
+    service.close(drain_s=0)
+    assert first.stats.quality_restored == 0
+    assert not first._machines[PUMP].quality.learning  # type: ignore[union-attr]
+    write([s for s in samples if s[0] >= restart_ms])
+
+    resumed, service, store = worker(tmp_path / "kept.sqlite", start)
+    while resumed.poll_once():
+        pass
+    service.close(drain_s=0)
+    assert resumed.stats.quality_restored == 1
+    raised = stuck_alarms(store)
+    assert raised and raised[0].transition == "raised" and "has read exactly" in raised[0].text
+    assert start + 7.5 * 3600_000 < raised[0].ts_ms < start + 8.5 * 3600_000
+
+    fresh, service, store = worker(tmp_path / "fresh.sqlite", restart_ms)
+    while fresh.poll_once():
+        pass
+    service.close(drain_s=0)
+    assert fresh.stats.quality_restored == 0
+    assert fresh._machines[PUMP].quality.learning  # type: ignore[union-attr]
+    assert stuck_alarms(store) == []
