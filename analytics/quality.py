@@ -216,6 +216,40 @@ def _nothing() -> None:
     return None
 
 
+@dataclass(slots=True)
+class Held:
+    """A verdict that must hold for a while before it counts: raised after ``confirm_ms`` of
+    judged samples off in a row (and at least ``min_samples`` of them), cleared after
+    ``clear_ms`` of judged samples back (as many). ``credit`` is the time a judged sample
+    stands for (since the judged one before it)."""
+
+    bad_ms: int = 0
+    bad_n: int = 0
+    good_ms: int = 0
+    good_n: int = 0
+    active: bool = False
+    #: When the last judged sample was (the next one's credit), if any.
+    last_ms: int | None = None
+
+    def step(self, off: bool, credit: int, confirm_ms: int, clear_ms: int, min_samples: int) -> bool | None:
+        """One judged sample: True when the issue is raised by it, False when cleared, else None."""
+        if off:
+            self.good_ms = self.good_n = 0
+            self.bad_ms += credit
+            self.bad_n += 1
+            if not self.active and self.bad_ms >= confirm_ms and self.bad_n >= min_samples:
+                self.active = True
+                return True
+        else:
+            self.bad_ms = self.bad_n = 0
+            self.good_ms += credit
+            self.good_n += 1
+            if self.active and self.good_ms >= clear_ms and self.good_n >= min_samples:
+                self.active = False
+                return False
+        return None
+
+
 def _robust_spread(x: FloatArray) -> float:
     """Standard deviation estimated from the median absolute deviation (ignores outliers)."""
     if x.size == 0:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analytics.quality import Batch, Commit, Finding, IssueKind, Reading, Value, _minutes, _nothing, _with_unit
+from analytics.quality import Batch, Commit, Finding, Held, IssueKind, Reading, Value, _minutes, _nothing, _with_unit
 from birlik.topics import MachinePath
 
 #: The quantities a line's machines measure alike.
@@ -159,16 +159,6 @@ class _Pair:
     limit: float = 0.0  # 0: not judged
 
 
-@dataclass(slots=True)
-class _Count:
-    bad_ms: int = 0
-    bad_n: int = 0
-    good_ms: int = 0
-    good_n: int = 0
-    last_ms: int | None = None
-    active: bool = False
-
-
 def _split(key: str) -> tuple[str, str]:
     name, _, machine = key.partition("@")
     return name, machine
@@ -204,7 +194,7 @@ class ReferenceCheck:
         self.min_learned = min_learned
         self.max_credit_ms = int(max_credit_s * 1000)
         self._pairs: dict[str, _Pair] = {}
-        self._counts: dict[str, _Count] = {}
+        self._counts: dict[str, Held] = {}
 
     def learn(self, r: Reading) -> None:
         if not r.running or not r.refs:
@@ -236,7 +226,7 @@ class ReferenceCheck:
             if pair.limit <= 0:
                 del self._pairs[key]
         for key in self._pairs:
-            self._counts.setdefault(_split(key)[0], _Count())
+            self._counts.setdefault(_split(key)[0], Held())
 
     def _verdicts(self, r: Reading) -> dict[str, tuple[bool, list[tuple[str, float, float]]]]:
         """Per signal with enough neighbours: (off, [(neighbour, its reading, difference)])."""
@@ -309,30 +299,21 @@ class ReferenceCheck:
                 continue
             credit = 0 if c.last_ms is None else min(r.ts_ms - c.last_ms, self.max_credit_ms)
             c.last_ms = r.ts_ms
-            if off:
-                c.good_ms = c.good_n = 0
-                c.bad_ms += credit
-                c.bad_n += 1
-                if not c.active and c.bad_ms >= self.confirm_ms and c.bad_n >= self.min_samples:
-                    c.active = True
-                    x = r.values[name]
-                    theirs = ", ".join(f"{m} {_with_unit(ref, name)}" for m, ref, _ in judged)
-                    median = float(np.median([d for _, _, d in judged]))
-                    out.append(
-                        Finding(
-                            name,
-                            "drift",
-                            True,
-                            f"{name} reads {_with_unit(x, name)}, {median:+.1f} K off from what the line's other "
-                            f"ambient sensors read ({theirs}; against each, beyond its learned usual difference) "
-                            f"for {_minutes(c.bad_ms)}: the sensor has drifted, not the air: check the sensor",
-                        )
+            changed = c.step(off, credit, self.confirm_ms, self.clear_ms, self.min_samples)
+            if changed is False:
+                out.append(Finding(name, "drift", False))
+            elif changed:
+                x = r.values[name]
+                theirs = ", ".join(f"{m} {_with_unit(ref, name)}" for m, ref, _ in judged)
+                median = float(np.median([d for _, _, d in judged]))
+                out.append(
+                    Finding(
+                        name,
+                        "drift",
+                        True,
+                        f"{name} reads {_with_unit(x, name)}, {median:+.1f} K off from what the line's other "
+                        f"ambient sensors read ({theirs}; against each, beyond its learned usual difference) "
+                        f"for {_minutes(c.bad_ms)}: the sensor has drifted, not the air: check the sensor",
                     )
-            else:
-                c.bad_ms = c.bad_n = 0
-                c.good_ms += credit
-                c.good_n += 1
-                if c.active and c.good_ms >= self.clear_ms and c.good_n >= self.min_samples:
-                    c.active = False
-                    out.append(Finding(name, "drift", False))
+                )
         return out

@@ -41,12 +41,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from analytics.quality import Batch, Commit, Finding, IssueKind, Reading, _minutes, _nothing, _with_unit
+from analytics.quality import Batch, Commit, Finding, Held, IssueKind, Reading, _minutes, _nothing, _with_unit
 
 #: Signals that say whether the motor turns.
 DRIVE_SIGNALS = ("motor_current", "speed", "spindle_speed", "belt_speed")
@@ -57,18 +56,6 @@ SETTLING_TEMPS = ("bearing_temp", "motor_temp", "oil_temp", "discharge_temp")
 AMBIENT = "ambient_temp"
 #: At most this many values of a signal are kept to learn from.
 _MAX_KEPT = 20_000
-
-
-@dataclass(slots=True)
-class _Count:
-    """One signal's run of judged standstill samples off (or, once raised, back within)."""
-
-    bad_ms: int = 0
-    bad_n: int = 0
-    good_ms: int = 0
-    good_n: int = 0
-    active: bool = False
-    detail: str = ""
 
 
 class StandstillCheck:
@@ -118,7 +105,7 @@ class StandstillCheck:
         # Judging.
         self._still_since: int | None = None
         self._judged_at: int | None = None
-        self._counts: dict[str, _Count] = {}
+        self._counts: dict[str, Held] = {}
 
     # -- learning --
 
@@ -353,22 +340,10 @@ class StandstillCheck:
     def _count(self, name: str, off: bool, credit: int, detail: str, confirm_ms: int) -> Iterable[Finding]:
         c = self._counts.get(name)
         if c is None:
-            c = self._counts[name] = _Count()
-        if off:
-            c.good_ms = c.good_n = 0
-            c.bad_ms += credit
-            c.bad_n += 1
-            if not c.active and c.bad_ms >= confirm_ms and c.bad_n >= self.min_samples:
-                c.active = True
-                c.detail = detail
-                yield Finding(name, "offset", True, detail)
-        else:
-            c.bad_ms = c.bad_n = 0
-            c.good_ms += credit
-            c.good_n += 1
-            if c.active and c.good_ms >= self.clear_ms and c.good_n >= self.min_samples:
-                c.active = False
-                yield Finding(name, "offset", False)
+            c = self._counts[name] = Held()
+        changed = c.step(off, credit, confirm_ms, self.clear_ms, self.min_samples)
+        if changed is not None:
+            yield Finding(name, "offset", changed, detail if changed else "")
 
 
 def _median(x: list[float] | None) -> float | None:
