@@ -24,7 +24,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analytics.quality import Batch, Commit, Finding, Held, IssueKind, Reading, Value, _minutes, _nothing, _with_unit
+from analytics.quality import (
+    Batch,
+    Commit,
+    Finding,
+    Held,
+    IssueKind,
+    Reading,
+    Value,
+    _minutes,
+    _nothing,
+    _robust_spread,
+    _with_unit,
+)
 from birlik.topics import MachinePath
 
 #: The quantities a line's machines measure alike.
@@ -217,7 +229,7 @@ class ReferenceCheck:
             d = np.asarray(pair.diffs, dtype=np.float64)
             pair.base = float(np.median(d))
             dev = np.abs(d - pair.base)
-            spread = float(1.4826 * np.median(dev))
+            spread = _robust_spread(d)
             if spread <= 0:
                 nonzero = dev[dev > 0]
                 spread = float(nonzero.min()) if nonzero.size else 0.0

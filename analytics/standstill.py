@@ -45,7 +45,18 @@ from collections.abc import Iterable
 import numpy as np
 import numpy.typing as npt
 
-from analytics.quality import Batch, Commit, Finding, Held, IssueKind, Reading, _minutes, _nothing, _with_unit
+from analytics.quality import (
+    Batch,
+    Commit,
+    Finding,
+    Held,
+    IssueKind,
+    Reading,
+    _minutes,
+    _nothing,
+    _robust_spread,
+    _with_unit,
+)
 
 #: Signals that say whether the motor turns.
 DRIVE_SIGNALS = ("motor_current", "speed", "spindle_speed", "belt_speed")
@@ -162,7 +173,7 @@ class StandstillCheck:
 
     def freeze(self) -> None:
         self._drive_limit = self._drive_limits()
-        noise = {n: _spread(s) / math.sqrt(2) for n, s in self._steps.items() if len(s) >= 30}
+        noise = {n: _robust_spread(np.asarray(s)) / math.sqrt(2) for n, s in self._steps.items() if len(s) >= 30}
         for name, rises in self._rise.items():
             rise = _median(rises)
             tol = max(self.temp_share * abs(rise), self.k_noise * noise.get(name, 0.0)) if rise is not None else 0.0
@@ -348,8 +359,3 @@ class StandstillCheck:
 
 def _median(x: list[float] | None) -> float | None:
     return float(np.median(x)) if x else None
-
-
-def _spread(x: list[float]) -> float:
-    a = np.asarray(x, dtype=np.float64)
-    return float(1.4826 * np.median(np.abs(a - np.median(a))))

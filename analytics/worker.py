@@ -79,6 +79,8 @@ class _Machine:
     rul: RulTracker = field(default_factory=RulTracker)
     #: Sensor checks (stuck, dropout, out of range, spikes, drift, scaling, offset); None: off.
     quality: DataQualityMonitor | None = None
+    #: Whether what ``quality`` learned is in the alarm store.
+    quality_saved: bool = False
     #: The measurement and tags of its anomaly points, in line protocol (built on first use).
     anomaly_head: str | None = None
     #: Smoothed squared currents, for the detector's heating laws (every sample feeds it).
@@ -148,8 +150,6 @@ class AnalyticsWorker:
         self._stats_file = StatsFile(config.stats_file or None)
         #: The lines' ambient readings: each machine's ambient sensor judged against its neighbours'.
         self.references = LineReferences()
-        #: Machines whose data-quality checks finished learning in this batch (saved after it).
-        self._quality_learned: list[_Machine] = []
 
     def discover(self) -> None:
         """Find machines that have reported since the last look."""
@@ -192,6 +192,7 @@ class AnalyticsWorker:
             return
         try:
             m.quality = DataQualityMonitor.loads(saved)
+            m.quality_saved = True
             self.stats.quality_restored += 1
         except ValueError as exc:
             log.warning("%s: %s; the data-quality checks learn again", m.path, exc)
@@ -224,10 +225,10 @@ class AnalyticsWorker:
         if self._unsaved:  # nothing scored since the last save: nothing to save
             self.alarms.save_cursors({m.path: m.last_ts for m in machines}, models)
             self._unsaved = 0
-        for m in self._quality_learned:  # saved once, when learned: it is not learned again
-            if m.quality is not None:
+        for m in machines:  # saved once, when learned: it is not learned again
+            if m.quality is not None and not m.quality_saved and not m.quality.learning:
                 self.alarms.save_quality(m.path, m.quality.dumps())
-        self._quality_learned.clear()
+                m.quality_saved = True
 
     def poll_once(self) -> int:
         """Score every new sample once; returns how many samples were read."""
@@ -326,12 +327,9 @@ class AnalyticsWorker:
         if quality is None:
             self._judged(m, ts, values, lines, alerts, frozenset(), None)
             return
-        learning = quality.learning
         for issue in quality.update(ts, values, refs):
             self.stats.sensor_issues += issue.state == "raised"
             lines.append(_issue_point(m, issue))
-        if learning and not quality.learning:
-            self._quality_learned.append(m)
         self._judged(m, ts, values, lines, alerts, quality.faulty_signals, quality.open_issues)
 
     def samples(
@@ -348,10 +346,7 @@ class AnalyticsWorker:
             return
         opened = {(i.signal, i.kind): i for i in quality.open_issues}
         faulty, issues = quality.faulty_signals, quality.open_issues
-        learning = quality.learning
         events = dict(quality.update_many(ts, values, refs))
-        if learning and not quality.learning:
-            self._quality_learned.append(m)
         for j, (t, v) in enumerate(zip(ts, values, strict=True)):
             changed = events.get(j)
             if changed:

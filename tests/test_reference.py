@@ -11,11 +11,9 @@ from hypothesis import strategies as st
 
 from analytics.quality import DataQualityMonitor, SensorIssue
 from analytics.reference import LineReferences
-from birlik.plant import parse_plant
 from birlik.topics import MachinePath
-from simulators.fleet import Fleet
 from tests.test_quality_batch import key
-from tests.test_standstill import HOUR_MS, START_MS, THREE_SHIFTS
+from tests.test_standstill import HOUR_MS, START_MS, THREE_SHIFTS, fleet_samples
 
 
 def path(machine: str, line: str = "l") -> MachinePath:
@@ -81,20 +79,7 @@ def line_of_spinning_frames(faults: dict[str, list[dict[str, Any]]], days: float
         {"id": m, "kind": "spinning_frame", "faults": faults.get(m, []), "params": {"schedule": THREE_SHIFTS}}
         for m in ("rs-1", "rs-2", "rs-3")
     ]
-    plant = parse_plant(
-        {
-            "sample_interval": "60s",
-            "sites": [
-                {
-                    "id": "s",
-                    "ambient": {"mean_c": 14, "annual_swing_c": 28, "daily_swing_c": 15},
-                    "lines": [{"id": "l", "tenant": "t", "machines": machines}],
-                }
-            ],
-        }
-    )
-    fleet = Fleet(plant, seed=4, start_ms=START_MS)
-    return [(m.id, ts, v) for m, ts, v in fleet.advance(START_MS + int(days * 24 * HOUR_MS))]
+    return fleet_samples(machines, days, seed=4)
 
 
 def judge(data: list[tuple[str, int, dict]], *, batch_h: float) -> dict[str, list[SensorIssue]]:

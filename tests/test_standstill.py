@@ -24,35 +24,34 @@ TWO_SHIFTS = {"shifts": 2, "days": 5, "first_shift_h": 6, "shift_load": [1.0, 0.
 THREE_SHIFTS = {"shifts": 3, "days": 6, "first_shift_h": 6, "shift_load": [1.0], "demand_spread": 0.05}
 
 
-@cache
-def _samples(kind: str, schedule: str, faults: str, days: float) -> list[tuple[int, dict[str, Any]]]:
+def fleet_samples(machines: list[dict[str, Any]], days: float, seed: int = 3) -> list[tuple[str, int, dict[str, Any]]]:
+    """(machine id, time, values) of one line of ``machines`` (plant-file mappings) at one
+    site, sampled every minute from :data:`START_MS` for ``days``."""
     plant = parse_plant(
         {
             "sample_interval": "60s",
             "sites": [
                 {
-                    "id": "t",
+                    "id": "s",
                     "ambient": {"mean_c": 14, "annual_swing_c": 28, "daily_swing_c": 15},
-                    "lines": [
-                        {
-                            "id": "l",
-                            "tenant": "t",
-                            "machines": [
-                                {
-                                    "id": "m-1",
-                                    "kind": kind,
-                                    "faults": json.loads(faults),
-                                    "params": {"schedule": TWO_SHIFTS if schedule == "two" else THREE_SHIFTS},
-                                }
-                            ],
-                        }
-                    ],
+                    "lines": [{"id": "l", "tenant": "t", "machines": machines}],
                 }
             ],
         }
     )
-    fleet = Fleet(plant, seed=3, start_ms=START_MS)
-    return [(ts, v) for _, ts, v in fleet.advance(START_MS + int(days * 24 * HOUR_MS))]
+    fleet = Fleet(plant, seed=seed, start_ms=START_MS)
+    return [(m.id, ts, v) for m, ts, v in fleet.advance(START_MS + int(days * 24 * HOUR_MS))]
+
+
+@cache
+def _samples(kind: str, schedule: str, faults: str, days: float) -> list[tuple[int, dict[str, Any]]]:
+    machine = {
+        "id": "m-1",
+        "kind": kind,
+        "faults": json.loads(faults),
+        "params": {"schedule": TWO_SHIFTS if schedule == "two" else THREE_SHIFTS},
+    }
+    return [(ts, v) for _, ts, v in fleet_samples([machine], days)]
 
 
 Samples = list[tuple[int, dict[str, Any]]]
