@@ -110,6 +110,7 @@ class _Open:
 @dataclass
 class _Debounce:
     recent: deque[bool] = field(default_factory=deque)
+    abnormal: int = 0  # how many of ``recent`` are abnormal
     normal_run: int = 0
 
 
@@ -152,11 +153,14 @@ class Lifecycle:
     def observe(self, path: MachinePath, kind: AlarmKind, ts_ms: int, verdict: Verdict) -> list[Alarm]:
         """One verdict on one sample; the transitions it causes."""
         key = (path, kind)
-        d = self._debounce.setdefault(key, _Debounce())
+        d = self._debounce.get(key)
+        if d is None:
+            d = self._debounce[key] = _Debounce()
         s = self.settings
         d.recent.append(verdict.abnormal)
+        d.abnormal += verdict.abnormal
         while len(d.recent) > s.window:
-            d.recent.popleft()
+            d.abnormal -= d.recent.popleft()
         d.normal_run = 0 if verdict.abnormal else d.normal_run + 1
         o = self._open.get(key)
         out: list[Alarm] = []
@@ -164,14 +168,14 @@ class Lifecycle:
             return out  # judged before (samples read again after a restart): the hysteresis only
         if o is not None and o.last.state in ("shelved", "suppressed"):
             # Silenced: keep track of whether it is still active, say nothing.
-            if verdict.abnormal and sum(d.recent) >= s.raise_after:
+            if verdict.abnormal and d.abnormal >= s.raise_after:
                 o.active = True
             elif d.normal_run >= s.clear_after:
                 o.active = False
             return out
         if path in self._stopped and kind in _SUPPRESSED_KINDS:
             return out  # a planned stop: no condition alarms
-        if sum(d.recent) >= s.raise_after and verdict.abnormal:
+        if d.abnormal >= s.raise_after and verdict.abnormal:
             out += self._activate(key, ts_ms, verdict)
         elif o is not None and o.active and d.normal_run >= s.clear_after:
             out += self._return(key, ts_ms)

@@ -303,7 +303,10 @@ class AlarmService:
             self._trended[path] = ts_ms
             for name, value in values.items():
                 if isinstance(value, float) and name in SIGNALS and math.isfinite(value):
-                    self._trends.setdefault((path, name), _Trend()).add(ts_ms, value)
+                    trend = self._trends.get((path, name))
+                    if trend is None:
+                        trend = self._trends[(path, name)] = _Trend()
+                    trend.add(ts_ms, value)
         if sensor_issues is not None and sensor_issues is not self._sensor_given.get(path):
             # (The monitor hands the same object until an issue changes: nothing new to say.)
             self._sensor_given[path] = sensor_issues

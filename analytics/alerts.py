@@ -98,7 +98,9 @@ class AlertTracker:
 
     def update(self, path: MachinePath, ts_ms: int, score: float, signal: str) -> Alert | None:
         """Feed one scored sample; returns an alert when one is raised or cleared."""
-        st = self._machines.setdefault(path, _MachineAlertState())
+        st = self._machines.get(path)
+        if st is None:
+            st = self._machines[path] = _MachineAlertState()
         if score > self.threshold:
             st.anomalous_run += 1
             st.normal_run = 0

