@@ -255,12 +255,7 @@ class AlarmService:
         self.transitions = 0
         self._sensor_seen: dict[MachinePath, tuple[tuple[str, str], ...]] = {}
         self._sensor_given: dict[MachinePath, Sequence[SensorIssue]] = {}
-        stored = store.get_state("cursor", {})
-        self._cursors: dict[str, int] = stored if isinstance(stored, dict) else {}
-        models = store.get_state("models", {})
-        self._models: dict[str, Any] = models if isinstance(models, dict) else {}
-        if models and set(self._models) != set(self._cursors):
-            self._models = {}  # saved apart from the cursors (an older version): relearn
+        self._cursors, self._models = store.progress()
         open_now = [a for a in restored if a.open]
         if open_now:
             log.info("alarms: %d open alarm(s) read back from %s", len(open_now), store.path)
@@ -391,12 +386,16 @@ class AlarmService:
     def save_cursors(self, cursors: Mapping[MachinePath, int], models: Mapping[MachinePath, Any] | None = None) -> None:
         """Remember how far each machine was scored (after its scores and transitions are
         stored) and, when given, what its detector learned up to there."""
-        self._cursors.update({str(p): ts for p, ts in cursors.items()})
-        if models is None:
-            self.store.set_state("cursor", self._cursors)
-            return
-        self._models.update({str(p): m for p, m in models.items()})
-        self.store.set_states({"cursor": self._cursors, "models": self._models})
+        saved = self._cursors
+        moved = {key: ts for p, ts in cursors.items() if saved.get(key := str(p)) != ts}
+        learned = {str(p): m for p, m in (models or {}).items()}
+        for key in learned:  # a model is saved with its machine's cursor
+            if key not in moved and key in saved:
+                moved[key] = saved[key]
+        learned = {k: m for k, m in learned.items() if k in moved}
+        self.store.save_progress(moved, learned)
+        saved.update(moved)
+        self._models.update(learned)
 
     def model(self, path: MachinePath) -> Any:
         """The detector state saved for ``path`` with its cursor, if any."""

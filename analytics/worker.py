@@ -81,6 +81,7 @@ class _Machine:
     quality: DataQualityMonitor | None = None
     #: Whether what ``quality`` learned is in the alarm store.
     quality_saved: bool = False
+    model_ts: int | None = None  # last_ts when its detector state was last saved
     #: The measurement and tags of its anomaly points, in line protocol (built on first use).
     anomaly_head: str | None = None
     #: Smoothed squared currents, for the detector's heating laws (every sample feeds it).
@@ -200,6 +201,9 @@ class AnalyticsWorker:
     def _models(self) -> dict[MachinePath, Any]:
         out: dict[MachinePath, Any] = {}
         for m in self._machines.values():
+            if m.model_ts == m.last_ts:
+                continue  # nothing scored since its last save
+            m.model_ts = m.last_ts
             state = getattr(m.detector, "state", None)
             if callable(state):
                 out[m.path] = {"detector": state(), "settled_from": m.settled_from, "heat": m.heat.state()}

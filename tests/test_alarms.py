@@ -256,3 +256,55 @@ def test_a_planned_stop_suppresses_the_condition_not_the_sensors(tmp_path: Path)
     service.sample(PUMP, "centrifugal_pump", T0 + 180_000, {"state": "stopped"}, scored=None, sensor_issues=[])
     assert [(a.kind, a.transition) for a in store.transitions()] == [("sensor", "raised"), ("sensor", "returned")]
     service.close(drain_s=0)
+
+
+def test_progress_is_saved_a_row_per_machine_that_moved_and_read_back(tmp_path: Path) -> None:
+    import json
+    import sqlite3
+
+    from analytics.alarmservice import AlarmService
+    from birlik.config import AlarmsConfig
+
+    path = tmp_path / "alarms.sqlite"
+    fleet = [MachinePath("acme", "tashkent", "line-1", f"m-{i}") for i in range(3)]
+    service = AlarmService(AlarmsConfig(store=str(path)), AlarmStore(path), [])
+    service.save_cursors({p: T0 for p in fleet}, {p: {"detector": {"n": i}} for i, p in enumerate(fleet)})
+    db = sqlite3.connect(path)
+    db.executescript(  # every row the service writes from now on, counted
+        "CREATE TABLE writes (machine TEXT); CREATE TRIGGER counted AFTER UPDATE ON progress "
+        "BEGIN INSERT INTO writes VALUES (new.machine); END;"
+    )
+    before = db.execute("SELECT machine, cursor, model FROM progress ORDER BY machine").fetchall()
+    assert [(m, c) for m, c, _ in before] == [(str(p), T0) for p in fleet]
+    # Only m-1 moved: only its row changes; a model given for a machine that did not move
+    # is saved with the cursor it has.
+    service.save_cursors({p: T0 + (1000 if p is fleet[1] else 0) for p in fleet}, {fleet[2]: {"detector": {"n": 9}}})
+    service.close(drain_s=0)
+    assert sorted(m for (m,) in db.execute("SELECT machine FROM writes")) == [str(fleet[1]), str(fleet[2])]
+    after = dict((m, (c, json.loads(x))) for m, c, x in db.execute("SELECT machine, cursor, model FROM progress"))
+    assert after == {
+        str(fleet[0]): (T0, {"detector": {"n": 0}}),
+        str(fleet[1]): (T0 + 1000, {"detector": {"n": 1}}),  # its model kept
+        str(fleet[2]): (T0, {"detector": {"n": 9}}),
+    }
+    again = AlarmService(AlarmsConfig(store=str(path)), AlarmStore(path), [])
+    assert [again.cursor(p) for p in fleet] == [T0, T0 + 1000, T0]
+    assert again.model(fleet[2]) == {"detector": {"n": 9}}
+    again.close(drain_s=0)
+
+
+def test_a_store_of_the_earlier_layout_is_read_as_it_was(tmp_path: Path) -> None:
+    from analytics.alarmservice import AlarmService
+    from birlik.config import AlarmsConfig
+
+    path = tmp_path / "alarms.sqlite"
+    store = AlarmStore(path)
+    store.set_state("cursor", {str(PUMP): T0})
+    store.set_state("models", {str(PUMP): {"detector": {"n": 1}}})
+    service = AlarmService(AlarmsConfig(store=str(path)), store, [])
+    assert (service.cursor(PUMP), service.model(PUMP)) == (T0, {"detector": {"n": 1}})
+    service.save_cursors({PUMP: T0 + 5000})  # from then on, a row per machine
+    service.close(drain_s=0)
+    again = AlarmService(AlarmsConfig(store=str(path)), AlarmStore(path), [])
+    assert again.cursor(PUMP) == T0 + 5000
+    again.close(drain_s=0)
