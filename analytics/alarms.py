@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -122,7 +122,7 @@ class Lifecycle:
         self.settings = settings or LifecycleSettings()
         self.describe = describe or (lambda path: ("", "", ""))
         self._open: dict[tuple[MachinePath, AlarmKind], _Open] = {}
-        self._debounce: dict[tuple[MachinePath, AlarmKind], _Debounce] = {}
+        self._debounce: defaultdict[tuple[MachinePath, AlarmKind], _Debounce] = defaultdict(_Debounce)
         self._stopped: set[MachinePath] = set()
         #: Device time of each machine's latest transition.
         self._latest: dict[MachinePath, int] = {}
@@ -153,9 +153,7 @@ class Lifecycle:
     def observe(self, path: MachinePath, kind: AlarmKind, ts_ms: int, verdict: Verdict) -> list[Alarm]:
         """One verdict on one sample; the transitions it causes."""
         key = (path, kind)
-        d = self._debounce.get(key)
-        if d is None:
-            d = self._debounce[key] = _Debounce()
+        d = self._debounce[key]
         s = self.settings
         d.recent.append(verdict.abnormal)
         d.abnormal += verdict.abnormal

@@ -24,7 +24,7 @@ import logging
 import math
 import queue
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
@@ -248,7 +248,7 @@ class AlarmService:
         self.lifecycle.restore(restored)
         self.notifier = Notifier(store, channels)
         self.commands = commands
-        self._trends: dict[tuple[MachinePath, str], _Trend] = {}
+        self._trends: defaultdict[tuple[MachinePath, str], _Trend] = defaultdict(_Trend)
         self._trended: dict[MachinePath, int] = {}
         self._arrival: dict[MachinePath, float] = {}
         self._last_ts: dict[MachinePath, int] = {}
@@ -298,10 +298,7 @@ class AlarmService:
             self._trended[path] = ts_ms
             for name, value in values.items():
                 if isinstance(value, float) and name in SIGNALS and math.isfinite(value):
-                    trend = self._trends.get((path, name))
-                    if trend is None:
-                        trend = self._trends[(path, name)] = _Trend()
-                    trend.add(ts_ms, value)
+                    self._trends[(path, name)].add(ts_ms, value)
         if sensor_issues is not None and sensor_issues is not self._sensor_given.get(path):
             # (The monitor hands the same object until an issue changes: nothing new to say.)
             self._sensor_given[path] = sensor_issues
@@ -386,15 +383,10 @@ class AlarmService:
     def save_cursors(self, cursors: Mapping[MachinePath, int], models: Mapping[MachinePath, Any] | None = None) -> None:
         """Remember how far each machine was scored (after its scores and transitions are
         stored) and, when given, what its detector learned up to there."""
-        saved = self._cursors
-        moved = {key: ts for p, ts in cursors.items() if saved.get(key := str(p)) != ts}
-        learned = {str(p): m for p, m in (models or {}).items()}
-        for key in learned:  # a model is saved with its machine's cursor
-            if key not in moved and key in saved:
-                moved[key] = saved[key]
-        learned = {k: m for k, m in learned.items() if k in moved}
+        learned = {str(p): m for p, m in (models or {}).items() if p in cursors}  # each with its cursor
+        moved = {key: ts for p, ts in cursors.items() if self._cursors.get(key := str(p)) != ts or key in learned}
         self.store.save_progress(moved, learned)
-        saved.update(moved)
+        self._cursors.update(moved)
         self._models.update(learned)
 
     def model(self, path: MachinePath) -> Any:

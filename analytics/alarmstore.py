@@ -147,10 +147,6 @@ class AlarmStore:
                     [(a.key, c, now) for c in names],
                 )
 
-    def set_state(self, name: str, value: Any) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (name, json.dumps(value)))
-
     def save_progress(self, cursors: Mapping[str, int], models: Mapping[str, Any]) -> None:
         """How far each of these machines was scored and (for those in ``models``) what its
         detector learned, one row a machine, in one transaction: only the machines that moved

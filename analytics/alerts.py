@@ -9,6 +9,7 @@ webhook, e-mail and Telegram follow the same protocol.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -91,16 +92,14 @@ class AlertTracker:
         self.clear_after = clear_after
         self.threshold = threshold
         self.detector = detector
-        self._machines: dict[MachinePath, _MachineAlertState] = {}
+        self._machines: defaultdict[MachinePath, _MachineAlertState] = defaultdict(_MachineAlertState)
 
     def active(self) -> list[Alert]:
         return [s.active for s in self._machines.values() if s.active is not None]
 
     def update(self, path: MachinePath, ts_ms: int, score: float, signal: str) -> Alert | None:
         """Feed one scored sample; returns an alert when one is raised or cleared."""
-        st = self._machines.get(path)
-        if st is None:
-            st = self._machines[path] = _MachineAlertState()
+        st = self._machines[path]
         if score > self.threshold:
             st.anomalous_run += 1
             st.normal_run = 0

@@ -294,13 +294,17 @@ def test_progress_is_saved_a_row_per_machine_that_moved_and_read_back(tmp_path: 
 
 
 def test_a_store_of_the_earlier_layout_is_read_as_it_was(tmp_path: Path) -> None:
+    import json
+    import sqlite3
+
     from analytics.alarmservice import AlarmService
     from birlik.config import AlarmsConfig
 
     path = tmp_path / "alarms.sqlite"
     store = AlarmStore(path)
-    store.set_state("cursor", {str(PUMP): T0})
-    store.set_state("models", {str(PUMP): {"detector": {"n": 1}}})
+    with sqlite3.connect(path) as db:  # as the earlier version wrote them
+        db.execute("INSERT INTO state VALUES ('cursor', ?)", (json.dumps({str(PUMP): T0}),))
+        db.execute("INSERT INTO state VALUES ('models', ?)", (json.dumps({str(PUMP): {"detector": {"n": 1}}}),))
     service = AlarmService(AlarmsConfig(store=str(path)), store, [])
     assert (service.cursor(PUMP), service.model(PUMP)) == (T0, {"detector": {"n": 1}})
     service.save_cursors({PUMP: T0 + 5000})  # from then on, a row per machine
